@@ -1,0 +1,35 @@
+# Thin wrappers; dvc.yaml owns the pipeline graph and params.yaml the settings.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DVC    := $(VENV)/bin/dvc
+PYTEST := $(PY) -m pytest
+
+.PHONY: setup test test-slow repro convert sample clean-venv
+
+setup: $(VENV)/.installed  ## create .venv and install everything the pipeline and tests need
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: this takes the CPU build on a CPU machine (see README for CUDA)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[convert,dev]"
+	touch $@
+
+test: setup  ## fast suite (unit, property, pipeline on tiny models)
+	$(PYTEST) -q
+
+test-slow: setup  ## slow suite on the real 270M (minutes)
+	$(PYTEST) -q -m slow
+
+repro: setup  ## run the pipeline as configured in params.yaml (hub by default)
+	$(DVC) repro
+
+convert: setup  ## the mobile artifact: models/litertlm/*.litertlm
+	$(DVC) repro convert_litertlm
+
+sample:  ## regenerate the committed synthetic sample (deterministic)
+	$(PY) data/sample/generate.py
+
+clean-venv:
+	rm -rf $(VENV)

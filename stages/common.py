@@ -1,0 +1,125 @@
+"""Small shared helpers for the stage modules: errors users can cause, logging,
+JSON/JSONL I/O at the edge, and the record of what made a run.
+
+Nothing here knows about a particular stage; the stages import it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+log = logging.getLogger("pipeline")
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad param, bad row, missing token...).
+
+    The message is one sentence that says what to do; `run_main` prints it
+    without a traceback and exits non-zero.
+    """
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Progress to stderr through `logging`, one format for every stage."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
+    """Run a stage's main(); a UserError becomes one clear line and exit code 2."""
+    setup_logging(os.environ.get("PIPELINE_VERBOSE") == "1")
+    try:
+        main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict | None, str]]:
+    """Yield (line_number, parsed_object_or_None, error) for each non-blank line.
+
+    Bad JSON is reported, not raised, so a caller can list every bad line at once.
+    """
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield number, None, f"invalid JSON ({err.msg} at column {err.colno})"
+                continue
+            if not isinstance(obj, dict):
+                yield number, None, f"expected a JSON object, got {type(obj).__name__}"
+                continue
+            yield number, obj, ""
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    """Write rows as JSON lines (UTF-8, no ASCII escaping); returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write a metrics/record file: sorted keys, stable layout, trailing newline."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of the named distributions (missing ones say so)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def run_record(seed: int | None = None, **extra: Any) -> dict[str, Any]:
+    """What made this run: seed, library versions, device, host (flat keys)."""
+    record: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    if seed is not None:
+        record["seed"] = seed
+    for name, version in package_versions("torch", "transformers", "trl", "peft", "datasets", "huggingface-hub").items():
+        record[f"version_{name.replace('-', '_')}"] = version
+    try:
+        import torch
+
+        record["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        record["device"] = "unknown"
+    record.update(extra)
+    return record
