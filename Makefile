@@ -33,3 +33,20 @@ sample:  ## regenerate the committed synthetic sample (deterministic)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Review and sharing. `report` compares two revisions or experiments (what the PR workflow posts);
+# `push` uploads models/finetuned/ (+ the .litertlm if present) with a generated model card.
+.PHONY: report push
+A ?= main
+B ?= workspace
+
+report: setup  ## markdown of `dvc metrics diff --md` + `dvc params diff --md`: make report [A=rev-or-exp] [B=rev-or-exp]
+	@$(PY) -m stages.report --a "$(A)" --b "$(B)"
+
+ifneq ($(filter push,$(MAKECMDGOALS)),)
+ifeq ($(REPO),)
+$(error name the Hugging Face repo to push to: make push REPO=user/name)
+endif
+endif
+push: setup  ## share the fine-tuned model on the Hugging Face Hub: make push REPO=user/name [PRIVATE=1]
+	$(PY) -m stages.push --repo "$(REPO)" $(if $(PRIVATE),--private)

