@@ -1,0 +1,523 @@
+"""train stage: supervised fine-tuning of models/base/ on data/formatted/ with TRL's SFTTrainer.
+
+    dvc repro train
+    python -m stages.train --params params.yaml --data-dir data/formatted --base-model models/base \\
+        --out-dir models/finetuned --checkpoint-dir models/checkpoints \\
+        --metrics metrics/train.json --live-dir metrics/train
+    accelerate launch --config_file CFG.yaml -m stages.train ...same arguments...   # several GPUs/nodes
+
+Under `accelerate launch` (DDP, FSDP, DeepSpeed: whatever the accelerate config says) every
+process runs this module; the main process alone writes fingerprint.json, the dvclive files, the
+model and the metrics. On a CPU-only machine the processes join over gloo (a two-process CPU
+run is in the tests: `accelerate launch --multi_gpu --num_processes 2`, since accelerate's own
+multi-CPU mode needs MPI). The per-device batch stays `train.per_device_batch_size`, so the
+effective batch grows with the number of processes (metrics: effective_batch_size).
+
+Reads `train.*` from params.yaml, data/formatted/{train,eval}.jsonl (prompt/completion rows
+from the format stage) and models/base/. Writes:
+- models/finetuned/: a plain Hugging Face model folder (safetensors in float32, tokenizer, chat
+  template, generation config); LoRA adapters are merged in, so later stages see a plain model.
+  Float32 on purpose: the updates of lr 1e-5 are far below bf16's resolution, and rounding to a
+  bf16 base's dtype would erase much of the fine-tuning.
+- models/checkpoints/: resumable checkpoints plus fingerprint.json (a `persist: true` output);
+- metrics/train.json: flat summary (final losses, steps, epochs, runtime, throughput, peak
+  memory, device, precision, optimizer, the learning rate the optimizer ran with, versions);
+- metrics/train/: dvclive history, plots/metrics/{train,eval}/<metric>.tsv with the optimizer
+  step as x (declared as DVC plots in dvc.yaml; dvclive never touches dvc.yaml).
+
+Token-exact examples (FORMAT.md; tests/test_train.py asserts the ids). Rows are tokenized here,
+not by TRL, because TRL's defaults differ from the runtime in two places:
+- one `<bos>`: the prompt text already begins with the literal "<bos>", so prompt and completion
+  are tokenized with add_special_tokens=False (TRL's tokenizer call would add a second one);
+- no `<eos>`: the completion ends where FORMAT.md ends it, on `<start_function_response>` (tool
+  calls) or `<end_of_turn>\\n` (a text answer), the tokens the runtime stops on
+  (generation_config eos = [<eos>, <end_of_turn>, <start_function_response>]). TRL appends
+  `<eos>` to every completion, as the notebook's run did; that trains a token that never follows
+  `<start_function_response>` in use (the tool's response does), so we do not;
+- prompt positions are labelled -100: the loss is on the completion tokens only.
+Prompt and completion are tokenized separately, so the prompt ids are exactly the ones the
+runtime prefills. Examples longer than `train.max_length` are cut at the end; an example with
+no completion token left is dropped (both counted in the metrics).
+
+Output layer: TRL's fused LM head never builds the (tokens x 262k) logits; on CUDA it also skips
+positions without a label. `train.skip_prompt_logits` extends that to every device (same loss).
+
+Resume: checkpoints go to models/checkpoints/ (`train.save_strategy`, and always at the last
+step). The folder carries fingerprint.json: a hash of the train params, the data, the base model
+and the number of processes. When a run starts and the folder holds a complete checkpoint with
+the same fingerprint (an interrupted run), training resumes from it ("resuming from
+checkpoint-N"); otherwise old checkpoints are removed and training starts over. A
+`.gitignore` inside the folder keeps checkpoints out of the git commits `dvc exp run` makes.
+
+Throughput figures in metrics/train.json: `train_tokens_per_second` counts non-pad tokens over
+the time spent inside optimizer steps (periodic eval and checkpoint saving excluded);
+`samples_per_second` and `runtime_seconds` are the Trainer's, over all of `train()`.
+Peak memory is the process's peak resident set on CPU, peak allocated CUDA memory on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from stages import functiongemma as fg
+from stages.common import UserError, package_versions, read_jsonl, run_main, run_record, write_json
+from stages.params import TrainParams, as_dict, load_params
+
+log = logging.getLogger("train")
+
+FINGERPRINT_FILE = "fingerprint.json"
+FUSED_ADAMW_DEVICES = ("cuda", "cpu", "mps", "xpu")  # where torch.optim.AdamW(fused=True) runs
+PLOTTED = ("loss", "mean_token_accuracy", "learning_rate", "grad_norm", "entropy")  # logged per step to dvclive
+
+
+# ---------------------------------------------------------------- pure: examples
+
+
+def tokenize_example(tokenizer: Any, prompt: str, completion: str) -> dict[str, list[int]]:
+    """Token ids of prompt + completion and the completion mask (1 = trained), exactly one <bos>, no <eos> added."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if not prompt.startswith(fg.BOS):  # rows from elsewhere: the model was trained with a leading <bos>
+        prompt_ids = [tokenizer.bos_token_id, *prompt_ids]
+    return {
+        "input_ids": prompt_ids + completion_ids,
+        "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+    }
+
+
+def build_examples(tokenizer: Any, rows: list[dict], max_length: int) -> tuple[list[dict], int, int]:
+    """Tokenized examples cut to max_length; returns (examples, rows truncated, rows dropped: no completion left)."""
+    examples, truncated, dropped = [], 0, 0
+    for row in rows:
+        ex = tokenize_example(tokenizer, row["prompt"], row["completion"])
+        if len(ex["input_ids"]) > max_length:
+            truncated += 1
+            ex = {key: ids[:max_length] for key, ids in ex.items()}
+            if not any(ex["completion_mask"]):
+                dropped += 1
+                continue
+        examples.append(ex)
+    return examples, truncated, dropped
+
+
+# ---------------------------------------------------------------- pure: run settings
+
+
+def resolve_precision(requested: str, device_type: str, bf16_supported: bool) -> str:
+    """bf16 on a GPU that supports it, fp32 elsewhere; an impossible request is one sentence."""
+    if requested == "auto":
+        return "bf16" if device_type == "cuda" and bf16_supported else "fp32"
+    if requested == "fp16" and device_type != "cuda":
+        raise UserError(f"train.precision: fp16 needs a CUDA GPU and this run is on {device_type}; use auto, bf16 or fp32")
+    if requested == "bf16" and device_type == "cuda" and not bf16_supported:
+        raise UserError("train.precision: this GPU has no bf16 support; use auto, fp16 or fp32")
+    return requested
+
+
+def resolve_optim(requested: str, device_type: str) -> str:
+    """adamw_torch_fused where torch has the fused kernel for this device, else adamw_torch."""
+    if requested == "adamw_torch_fused" and device_type not in FUSED_ADAMW_DEVICES:
+        return "adamw_torch"
+    return requested
+
+
+def fingerprint(params: TrainParams, file_digests: dict[str, str], world_size: int) -> str:
+    """Identity of a training run: a checkpoint is resumed only by a run with the same fingerprint."""
+    blob = json.dumps({"train": as_dict(params), "files": file_digests, "world_size": world_size}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def live_metric_name(key: str) -> str | None:
+    """Trainer log key -> dvclive metric name (train/loss, eval/loss, ...); None for keys not plotted."""
+    split, name = ("eval", key[5:]) if key.startswith("eval_") else ("train", key)
+    if name not in PLOTTED or (split == "eval" and name in ("learning_rate", "grad_norm")):
+        return None
+    return f"{split}/{name}"
+
+
+def last_logged(log_history: list[dict], key: str) -> float | None:
+    values = [entry[key] for entry in log_history if key in entry]
+    return values[-1] if values else None
+
+
+def first_logged(log_history: list[dict], key: str) -> float | None:
+    values = [entry[key] for entry in log_history if key in entry]
+    return values[0] if values else None
+
+
+# ---------------------------------------------------------------- edge: files
+
+
+def read_examples(path: Path) -> list[dict]:
+    """The prompt/completion rows of one formatted split; every bad line is reported at once."""
+    if not path.exists():
+        raise UserError(f"{path} does not exist: run `dvc repro format` first")
+    rows, errors = [], []
+    for line, row, error in read_jsonl(path):
+        if row is not None and not (isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str)):
+            error = "needs string 'prompt' and 'completion' fields"
+        if error:
+            errors.append(f"line {line}: {error}")
+        else:
+            rows.append(row)
+    if errors:
+        raise UserError(f"{path} has {len(errors)} bad rows ({'; '.join(errors[:5])}): re-run `dvc repro format`")
+    return rows
+
+
+def digest_files(*paths: Path) -> dict[str, str]:
+    """sha256 of every file under the given files/folders, keyed by path."""
+    digests = {}
+    for root in paths:
+        for path in sorted([root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())):
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+            digests[str(path)] = h.hexdigest()
+    return digests
+
+
+def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """checkpoint-N folders whose save finished (trainer_state.json is written last), oldest first."""
+    found = [p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return sorted((p for p in found if (p / "trainer_state.json").exists()), key=lambda p: int(p.name.split("-")[-1]))
+
+
+def find_resume_checkpoint(checkpoint_dir: Path, run_id: str) -> tuple[Path | None, str]:
+    """(checkpoint to resume from or None, why) for a run with this fingerprint."""
+    marker = checkpoint_dir / FINGERPRINT_FILE
+    done = complete_checkpoints(checkpoint_dir) if checkpoint_dir.is_dir() else []
+    if not done:
+        return None, "no checkpoint to resume from"
+    if not marker.exists() or json.loads(marker.read_text()).get("fingerprint") != run_id:
+        return None, f"{done[-1].name} belongs to a run with other params, data or base model"
+    return done[-1], f"an interrupted run left {done[-1].name}"
+
+
+def reset_checkpoint_dir(checkpoint_dir: Path, run_id: str) -> None:
+    """Remove old checkpoints and mark the folder with this run's fingerprint."""
+    if checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True)
+    (checkpoint_dir / ".gitignore").write_text("# written by stages/train.py: checkpoints never go to git\n*\n")
+    write_json(checkpoint_dir / FINGERPRINT_FILE, {"fingerprint": run_id})
+
+
+def trim_live_history(live_dir: Path, last_step: int) -> None:
+    """Drop dvclive rows logged after the checkpoint a run resumes from (they are logged again)."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text(encoding="utf-8").splitlines(keepends=True)
+        header, rows = lines[:1], lines[1:]
+        column = header[0].rstrip("\r\n").split("\t").index("step") if header else 0
+        tsv.write_text("".join(header + [r for r in rows if int(r.split("\t")[column]) <= last_step]), encoding="utf-8")
+
+
+def peak_memory_gb(device_type: str) -> tuple[float, str]:
+    import torch
+
+    if device_type == "cuda":
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3), "cuda_max_allocated"
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3), "process_peak_rss"  # KiB on Linux
+
+
+# ---------------------------------------------------------------- trainer pieces
+
+
+def score_only_loss_positions(enabled: bool) -> None:
+    """Make TRL's fused LM head project only positions that carry a label, on every device.
+
+    TRL 1.16 takes this compact path only where Triton runs (CUDA/XPU) and projects every position
+    elsewhere, to keep tile shapes fixed on Neuron. On CPU that sends the whole prompt through the
+    262k-word output layer for nothing. The loss is the same either way (tests assert it).
+    """
+    import trl.trainer.utils as trl_utils
+    from trl.kernels.chunked_logprob import _use_triton
+
+    if not hasattr(trl_utils, "_use_triton"):  # pragma: no cover - a TRL other than the pinned one
+        raise RuntimeError("train.skip_prompt_logits relies on trl==1.16.0's fused LM head; install the pinned trl")
+    trl_utils._use_triton = (lambda device: True) if enabled else _use_triton
+
+
+def make_callbacks(live: Any) -> list[Any]:
+    """dvclive logging keyed by optimizer step, and a clock for the time spent inside optimizer steps."""
+    from transformers import TrainerCallback
+    from transformers.integrations import DVCLiveCallback
+
+    class LiveCallback(DVCLiveCallback):
+        """transformers' DVCLiveCallback, with x = optimizer step instead of a count of log calls."""
+
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            if not self._initialized:
+                self.setup(args, state, model)
+            if not state.is_world_process_zero or "train_samples_per_second" in (logs or {}):
+                return  # the end-of-run summary goes to metrics/train.json
+            self.live.step = state.global_step
+            for key, value in (logs or {}).items():
+                name = live_metric_name(key)
+                if name is not None and isinstance(value, (int, float)):
+                    self.live.log_metric(name, value)
+            self.live.make_summary()
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.seconds, self.tokens, self._start, self._tokens_at_start = 0.0, 0, 0.0, 0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._start, self._tokens_at_start = time.perf_counter(), state.num_input_tokens_seen
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds += time.perf_counter() - self._start
+            self.tokens += state.num_input_tokens_seen - self._tokens_at_start
+
+    # Without our Live (tests, non-main processes) there is no dvclive callback at all: transformers'
+    # own would create Live() with its defaults, which logs to ./dvclive and rewrites ./dvc.yaml.
+    return [StepClock()] if live is None else [LiveCallback(live=live), StepClock()]
+
+
+def sft_config(params: TrainParams, checkpoint_dir: Path, precision: str, optim: str, has_eval: bool, use_cpu: bool) -> Any:
+    """TRL's config from our params. Creating it also sets up the process group under `accelerate launch`."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps,
+        per_device_train_batch_size=params.per_device_batch_size,
+        per_device_eval_batch_size=params.per_device_batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        learning_rate=params.lr,
+        lr_scheduler_type=params.lr_scheduler,
+        warmup_steps=params.warmup_ratio,  # below 1: a fraction of all steps
+        weight_decay=params.weight_decay,
+        optim=optim,
+        max_length=params.max_length if params.packing else None,  # examples are already cut; packing needs the block size
+        packing=params.packing,
+        padding_free=params.padding_free,
+        completion_only_loss=True,
+        loss_type=params.loss_type,
+        gradient_checkpointing=params.gradient_checkpointing,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=params.eval_steps,
+        save_strategy=params.save_strategy,
+        save_steps=params.save_steps,
+        save_total_limit=params.save_total_limit,
+        logging_steps=params.logging_steps,
+        seed=params.seed,
+        data_seed=params.seed,
+        torch_compile=params.torch_compile,
+        report_to=["dvclive"],
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=use_cpu,  # on a CPU-only machine this also selects gloo when several processes were launched
+    )
+
+
+def lora_config(params: TrainParams) -> Any:
+    if not params.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    modules = params.lora.target_modules
+    return LoraConfig(
+        r=params.lora.r,
+        lora_alpha=params.lora.alpha,
+        lora_dropout=params.lora.dropout,
+        target_modules="all-linear" if modules == ["all-linear"] else list(modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_trainer(params: TrainParams, base_model: Path, tokenizer: Any, train_examples: list[dict],
+                  eval_examples: list[dict], config: Any, live: Any = None) -> Any:
+    """An SFTTrainer on pre-tokenized examples (input_ids + completion_mask), with our callbacks."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import DVCLiveCallback
+    from trl import SFTTrainer
+
+    score_only_loss_positions(params.skip_prompt_logits)
+    model = AutoModelForCausalLM.from_pretrained(
+        base_model, dtype=torch.float32, attn_implementation=params.attn_implementation
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(train_examples),
+        eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(params),
+    )
+    trainer.remove_callback(DVCLiveCallback)  # the one report_to made (see make_callbacks)
+    for callback in make_callbacks(live):
+        trainer.add_callback(callback)
+    return trainer
+
+
+def save_finetuned(trainer: Any, out_dir: Path, lora: bool) -> None:
+    """A plain HF folder: merged weights (LoRA) or the trained model, plus the tokenizer."""
+    if out_dir.exists() and trainer.is_world_process_zero():
+        shutil.rmtree(out_dir)
+    if not lora:
+        trainer.save_model(str(out_dir))  # gathers DDP/FSDP shards; writes on the main process
+    elif trainer.is_world_process_zero():
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(str(out_dir))
+        trainer.processing_class.save_pretrained(str(out_dir))
+    if trainer.is_world_process_zero():
+        (out_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle of the run's arguments; the metrics hold them
+
+
+def final_eval_metrics(trainer: Any) -> dict:
+    """The eval metrics of the final weights (reused when the last step already evaluated)."""
+    if trainer.eval_dataset is None:
+        return {}
+    last = [h for h in trainer.state.log_history if "eval_loss" in h and h["step"] == trainer.state.global_step]
+    return last[-1] if last else trainer.evaluate()
+
+
+def train_metrics(trainer: Any, output: Any, final_eval: dict, extra: dict) -> dict:
+    """Flat keys for metrics/train.json (what `dvc metrics diff` shows)."""
+    history, args = trainer.state.log_history, trainer.args
+    clock = next(cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "StepClock")
+    group = trainer.optimizer.param_groups[0]
+    return {
+        "train_loss": last_logged(history, "loss"),
+        "train_loss_first": first_logged(history, "loss"),
+        "train_mean_token_accuracy": last_logged(history, "mean_token_accuracy"),
+        "eval_loss": final_eval.get("eval_loss"),
+        "eval_mean_token_accuracy": final_eval.get("eval_mean_token_accuracy"),
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0.0, 4),
+        "runtime_seconds": round(output.metrics["train_runtime"], 3),
+        "train_step_seconds": round(clock.seconds, 3),
+        "train_tokens": clock.tokens,
+        "train_tokens_per_second": round(clock.tokens / clock.seconds, 3) if clock.seconds else None,
+        "samples_per_second": output.metrics["train_samples_per_second"],
+        "lr": group.get("initial_lr", group["lr"]),  # the peak learning rate the optimizer was built with
+        "lr_final": last_logged(history, "learning_rate"),
+        "world_size": args.world_size,
+        "effective_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        **{f"version_{k}": v for k, v in package_versions("accelerate", "dvclive").items()},
+        **run_record(seed=args.seed),
+        **extra,
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Fine-tune the base model on the formatted rows (TRL SFT).")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/formatted"))
+    parser.add_argument("--base-model", type=Path, default=Path("models/base"))
+    parser.add_argument("--out-dir", type=Path, default=Path("models/finetuned"))
+    parser.add_argument("--checkpoint-dir", type=Path, default=Path("models/checkpoints"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument("--live-dir", type=Path, default=Path("metrics/train"))
+    return parser.parse_args(argv)
+
+
+def detect_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def plan_hardware(params: TrainParams, device: str) -> tuple[str, str]:
+    """(precision, optimizer) for this device, saying when the optimizer falls back."""
+    import torch
+
+    precision = resolve_precision(params.precision, device, device == "cuda" and torch.cuda.is_bf16_supported())
+    optim = resolve_optim(params.optim, device)
+    if optim != params.optim:
+        log.warning("%s is not available on %s: using %s", params.optim, device, optim)
+    return precision, optim
+
+
+def load_examples(args: argparse.Namespace, params: TrainParams, tokenizer: Any) -> tuple[list, list, dict]:
+    """(train examples, eval examples, counts for the metrics)."""
+    rows = read_examples(args.data_dir / "train.jsonl")
+    eval_rows = read_examples(args.data_dir / "eval.jsonl")[: params.eval_rows or None]
+    train_ex, truncated, dropped = build_examples(tokenizer, rows, params.max_length)
+    eval_ex, _, _ = build_examples(tokenizer, eval_rows, params.max_length)
+    if not train_ex:
+        raise UserError(f"{args.data_dir / 'train.jsonl'} has no example with a completion token within train.max_length: raise it")
+    return train_ex, eval_ex, {"train_rows": len(train_ex), "eval_rows": len(eval_ex),
+                               "rows_truncated": truncated, "rows_dropped": dropped}
+
+
+def prepare_run(args: argparse.Namespace, params: TrainParams, is_main: bool, world_size: int) -> tuple[Path | None, Any]:
+    """(checkpoint to resume from, dvclive logger on the main process): resume an interrupted run or start clean."""
+    files = digest_files(args.data_dir / "train.jsonl", args.data_dir / "eval.jsonl", args.base_model)
+    run_id = fingerprint(params, files, world_size)
+    resume, why = find_resume_checkpoint(args.checkpoint_dir, run_id)
+    if not is_main:
+        return resume, None
+    if resume is None:
+        log.info("starting from the base model (%s)", why)
+        reset_checkpoint_dir(args.checkpoint_dir, run_id)
+    else:
+        log.info("resuming from %s (%s)", resume.name, why)
+        trim_live_history(args.live_dir, int(resume.name.split("-")[-1]))
+    from dvclive import Live
+
+    return resume, Live(dir=str(args.live_dir), resume=resume is not None, dvcyaml=False, save_dvc_exp=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    params: TrainParams = load_params("train", path=args.params)
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+
+    device = detect_device()
+    precision, optim = plan_hardware(params, device)
+    tokenizer = AutoTokenizer.from_pretrained(args.base_model)
+    train_ex, eval_ex, counts = load_examples(args, params, tokenizer)
+    config = sft_config(params, args.checkpoint_dir, precision, optim, bool(eval_ex), use_cpu=device == "cpu")
+    state = PartialState()  # set up by the config: one process, or one of those `accelerate launch` started
+    per_step = params.per_device_batch_size * params.gradient_accumulation_steps * state.num_processes
+    log.info("%d train / %d eval examples; %d sequences per optimizer step (%d x %d x %d processes), ~%d steps per epoch; "
+             "%s, %s on %s", len(train_ex), len(eval_ex), per_step, params.per_device_batch_size,
+             params.gradient_accumulation_steps, state.num_processes, math.ceil(len(train_ex) / per_step),
+             precision, optim, device)
+
+    resume, live = prepare_run(args, params, state.is_main_process, state.num_processes)
+    state.wait_for_everyone()  # the main process may have just cleared old checkpoints
+    trainer = build_trainer(params, args.base_model, tokenizer, train_ex, eval_ex, config, live)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    final_eval = final_eval_metrics(trainer)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)  # before a LoRA merge
+    save_finetuned(trainer, args.out_dir, params.lora.enabled)
+
+    if state.is_main_process:
+        memory, memory_kind = peak_memory_gb(device)
+        metrics = train_metrics(trainer, output, final_eval, {
+            **counts, "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
+            "precision": precision, "optim": optim, "lora": params.lora.enabled, "trainable_parameters": trainable,
+            "peak_memory_gb": memory, "peak_memory_kind": memory_kind})
+        write_json(args.metrics, metrics)
+        log.info("done: %d steps, train loss %s, eval loss %s, %.1f train tokens/s, peak memory %.2f GB; model in %s",
+                 metrics["steps"], metrics["train_loss"], metrics["eval_loss"], metrics["train_tokens_per_second"] or 0,
+                 memory, args.out_dir)
+
+
+if __name__ == "__main__":
+    run_main(main)
