@@ -1,0 +1,120 @@
+"""The predict command (stages/predict.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from stages import functiongemma as fg
+from stages import predict
+from stages.common import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+NOW = "2026-01-16T00:50:30"
+
+
+def golden_rows() -> list[dict]:
+    path = FIXTURES / "functiongemma_golden_rows.jsonl"
+    if not path.exists():
+        pytest.skip("shared fixtures not present")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_default_tools_are_the_seven_mobile_actions_functions_as_the_data_declares_them():
+    rows = [r for r in golden_rows() if len(r["tools"]) == 7]
+    assert rows
+    for row in rows:
+        assert {t["function"]["name"]: t for t in row["tools"]} == {t["function"]["name"]: t for t in predict.MOBILE_ACTIONS_TOOLS}
+
+
+def test_prompt_is_the_data_sets_prompt_for_the_same_moment_and_request():
+    row = golden_rows()[0]
+    developer, user = row["messages"][0], row["messages"][1]
+    now = datetime.fromisoformat(NOW)
+    assert predict.developer_message(now) == developer  # same wording, date, time and day of week
+    assert predict.build_prompt(user["content"], row["tools"], now) == fg.render_row(row)["prompt"]
+
+
+def test_developer_message_names_the_day_of_week():
+    message = predict.developer_message(datetime(2024, 10, 20, 14, 27, 48))["content"]
+    assert message.startswith("Current date and time given in YYYY-MM-DDTHH:MM:SS format: 2024-10-20T14:27:48\n")
+    assert "Day of week is Sunday\n" in message
+
+
+def test_tools_file_wrapped_bare_or_under_a_key(tmp_path):
+    bare = [{"name": "ping", "description": "Ping.", "parameters": {"type": "object", "properties": {}}}]
+    (tmp_path / "a.json").write_text(json.dumps(bare))
+    (tmp_path / "b.json").write_text(json.dumps({"tools": [{"type": "function", "function": bare[0]}]}))
+    assert predict.read_tools(tmp_path / "a.json") == bare
+    assert predict.read_tools(tmp_path / "b.json")[0]["function"]["name"] == "ping"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not found"),
+    ("{nope", "not valid JSON"),
+    ("[]", "non-empty JSON list"),
+    ('[{"description": "no name"}]', "tool 0 cannot be declared"),
+])
+def test_bad_tools_file_is_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "tools.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        predict.read_tools(path)
+
+
+def test_predict_prints_parsed_calls_as_json(tiny_base, capsys):
+    predict.main(["Turn on the flashlight", "--model", str(tiny_base), "--now", NOW, "--max-new-tokens", "4"])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and isinstance(json.loads(out[0]), list)
+
+
+def test_predict_raw_shows_the_generated_text_first(tiny_base, capsys, monkeypatch):
+    text = "<start_function_call>call:turn_on_flashlight{}<end_function_call><start_function_response>"
+    monkeypatch.setattr(predict, "generate", lambda *a, **k: _generation(text))
+    predict.main(["Turn on the flashlight", "--model", str(tiny_base), "--raw", "--now", NOW])
+    out = capsys.readouterr().out.splitlines()
+    assert out == [text, '[{"name": "turn_on_flashlight", "arguments": {}}]']
+
+
+def test_predict_sends_the_request_through_the_mobile_actions_prompt(tiny_base, monkeypatch, capsys):
+    seen = {}
+
+    def fake_generate(model, tokenizer, prompts, *, max_new_tokens, batch_size, progress):
+        seen.update(prompts=prompts, max_new_tokens=max_new_tokens)
+        return _generation('<start_function_call>call:show_map{query:<escape>Lisbon<escape>}<end_function_call>')
+
+    monkeypatch.setattr(predict, "generate", fake_generate)
+    predict.main(["Where is Lisbon?", "--model", str(tiny_base), "--now", NOW, "--max-new-tokens", "9"])
+    assert seen["prompts"] == [predict.build_prompt("Where is Lisbon?", predict.MOBILE_ACTIONS_TOOLS, datetime.fromisoformat(NOW))]
+    assert seen["max_new_tokens"] == 9
+    assert json.loads(capsys.readouterr().out) == [{"name": "show_map", "arguments": {"query": "Lisbon"}}]
+
+
+def _generation(text: str):
+    from stages.generate import Generation
+
+    return Generation(texts=[text], token_ids=[[1]], stopped=[True], prompt_tokens=[5], seconds=0.1)
+
+
+def test_missing_model_folder_is_one_line_and_exit_code_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "stages.predict", "Turn on the flashlight", "--model", str(tmp_path / "nope")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"error: model folder {tmp_path / 'nope'} does not exist: build it first (`dvc repro train` writes "
+        "models/finetuned, `dvc repro fetch` models/base) or pass the path of a Hugging Face model folder"
+    ]
+
+
+def test_bad_now_and_empty_request_are_user_errors(tiny_base):
+    with pytest.raises(UserError, match="--now"):
+        predict.main(["hi", "--model", str(tiny_base), "--now", "yesterday"])
+    with pytest.raises(UserError, match="empty"):
+        predict.main(["  ", "--model", str(tiny_base)])
