@@ -164,10 +164,11 @@ class EvalParams:
 
 @dataclass(frozen=True)
 class ConvertParams:
-    quantize: Literal["dynamic_int8", "dynamic_int4_block32", "weight_only_int8", "fp16", "none"]
+    quantize: Literal["dynamic_int8", "dynamic_int4_block32", "weight_only_int8", "none"]
     prefill_seq_lens: list[int]
     kv_cache_max_len: int = ranged(16)
-    verify_examples: int = ranged(0)
+    verify_examples: int = ranged(1)  # verification is not optional: a silently broken export must not pass
+    verify_max_new_tokens: int = ranged(1)
     min_agreement: float = ranged(0.0, 1.0)
     output_name: str
     export_tflite: bool
@@ -179,6 +180,10 @@ class ConvertParams:
             errors.append("convert.prefill_seq_lens: give at least one positive prefill length, e.g. [256]")
         elif max(self.prefill_seq_lens) >= self.kv_cache_max_len:
             errors.append("convert.kv_cache_max_len must be larger than every convert.prefill_seq_lens entry")
+        if self.verify_max_new_tokens >= self.kv_cache_max_len:
+            errors.append("convert.verify_max_new_tokens must be smaller than convert.kv_cache_max_len (prompt and answer share the KV cache)")
+        if not self.output_name or "/" in self.output_name or self.output_name.startswith("."):
+            errors.append("convert.output_name: give a plain file name without '/' or a leading '.', e.g. functiongemma-finetuned")
         return errors
 
 
