@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 DVC    := $(VENV)/bin/dvc
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test test-slow repro convert sample clean-venv
+.PHONY: setup test test-slow repro convert demo sample clean-venv
 
 setup: $(VENV)/.installed  ## create .venv and install everything the pipeline and tests need
 
@@ -24,6 +24,9 @@ test-slow: setup  ## slow suite on the real 270M (minutes)
 
 repro: setup  ## run the pipeline as configured in params.yaml (hub by default)
 	$(DVC) repro
+
+demo: setup  ## every stage offline on the real 270M, as a DVC experiment (~20 min on 2 cores); prints a table
+	$(PY) -m stages.demo
 
 convert: setup  ## the mobile artifact: models/litertlm/*.litertlm
 	$(DVC) repro convert_litertlm
