@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 DVC    := $(VENV)/bin/dvc
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test test-slow repro convert demo sample clean-venv
+.PHONY: setup test test-slow repro convert demo bench sample clean-venv
 
 setup: $(VENV)/.installed  ## create .venv and install everything the pipeline and tests need
 
@@ -30,6 +30,9 @@ demo: setup  ## every stage offline on the real 270M, as a DVC experiment (~20 m
 
 convert: setup  ## the mobile artifact: models/litertlm/*.litertlm
 	$(DVC) repro convert_litertlm
+
+bench: setup  ## eval speed: the notebook's per-prompt pipeline vs our batched generation (needs data/formatted and models/base)
+	$(PY) bench/eval_bench.py --model models/base --data data/formatted/eval.jsonl --examples 32
 
 sample:  ## regenerate the committed synthetic sample (deterministic)
 	$(PY) data/sample/generate.py

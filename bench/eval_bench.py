@@ -1,7 +1,7 @@
 """Benchmark (not a test): the notebook's way of evaluating vs the eval stage's, same model, same rows.
 
     python bench/eval_bench.py --model models/base --data data/formatted/eval.jsonl --examples 32
-    python bench/eval_bench.py --model /work/cache/base-gguf --data /work/cache/formatted/eval.jsonl
+    python bench/eval_bench.py --model models/finetuned --data data/formatted/eval.jsonl --threads 1
 
 The notebook's way: a transformers `pipeline("text-generation")`, one prompt
 at a time, with the pipeline's default max new tokens (printed; the model's
