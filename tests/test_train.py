@@ -22,6 +22,7 @@ from stages import functiongemma as fg
 from stages import train
 from stages.common import UserError
 from stages.params import ParamsError, parse_section, read_yaml
+from tests.test_pipeline import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
@@ -61,19 +62,6 @@ def text_answer_row() -> dict:
     row = json.loads((FIXTURES / "functiongemma_golden_rows.jsonl").read_text().splitlines()[0])
     row["messages"] = row["messages"][:2] + [{"role": "assistant", "content": "I cannot do that."}]
     return fg.render_row(row)
-
-
-def set_params(path: Path, updates: dict[str, object]) -> None:
-    """Edit a params.yaml the way `dvc exp run -S` does (comments kept)."""
-    from dvc.utils.serialize import modify_yaml
-
-    with modify_yaml(path) as data:
-        for key, value in updates.items():
-            *parents, last = key.split(".")
-            node = data
-            for part in parents:
-                node = node[part]
-            node[last] = value
 
 
 def params_file(folder: Path, updates: dict[str, object]) -> Path:
