@@ -52,7 +52,7 @@ checkpoint-N"); otherwise old checkpoints are removed and training starts over. 
 Throughput figures in metrics/train.json: `train_tokens_per_second` counts non-pad tokens over
 the time spent inside optimizer steps (periodic eval and checkpoint saving excluded);
 `samples_per_second` and `runtime_seconds` are the Trainer's, over all of `train()`.
-Peak memory is the process's peak resident set on CPU, peak allocated CUDA memory on a GPU.
+peak_memory_gb is the process's peak resident set on CPU, peak allocated CUDA memory on a GPU (GB = 2**30 bytes).
 """
 
 from __future__ import annotations
