@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from stages.functiongemma import BOS, render_completion, render_conversation, render_prompt, render_row
+from tests.test_functiongemma import _golden
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = (ROOT / "stages" / "chat_template.jinja").read_text()
@@ -44,15 +45,6 @@ def assert_same_as_module(tools: list[dict], messages: list[dict]) -> None:
     assert apply_template(history, tools, add_generation_prompt=True) == prompt
     assert apply_template(messages, tools, add_generation_prompt=False) == prompt + render_completion(final)
 
-
-def _golden() -> list[tuple[dict, dict]]:
-    rows = [
-        json.loads(line)
-        for line in (FIXTURES / "functiongemma_golden_rows.jsonl").read_text().splitlines()
-        if line
-    ]
-    expected = json.loads((FIXTURES / "functiongemma_golden_expected.json").read_text())
-    return list(zip(rows, expected, strict=True))
 
 
 @pytest.mark.parametrize("row, expected", _golden(), ids=["one_call", "two_calls", "openai_shape"])
