@@ -9,7 +9,6 @@ its `raise_exception` and `tojson`), with the tokenizer's `bos_token`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jinja2
@@ -23,7 +22,6 @@ from tests.test_functiongemma import _golden
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = (ROOT / "stages" / "chat_template.jinja").read_text()
-FIXTURES = ROOT / ".." / "shared" / "fixtures"
 
 
 def apply_template(messages: list[dict], tools: list[dict] | None, add_generation_prompt: bool) -> str:
