@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 DVC    := $(VENV)/bin/dvc
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup test test-slow repro convert demo bench sample clean-venv
+.PHONY: setup test test-slow repro convert demo sample clean-venv
 
 setup: $(VENV)/.installed  ## create .venv and install everything the pipeline and tests need
 
@@ -31,8 +31,22 @@ demo: setup  ## every stage offline on the real 270M, as a DVC experiment (~20 m
 convert: setup  ## the mobile artifact: models/litertlm/*.litertlm
 	$(DVC) repro convert_litertlm
 
-bench: setup  ## eval speed: the notebook's per-prompt pipeline vs our batched generation (needs data/formatted and models/base)
+# Benchmarks (bench/RESULTS.md has the measured figures). They need data/formatted and models/base
+# (`dvc repro format`; offline: the demo's sources). On a GPU, `make bench-gpu` needs neither.
+.PHONY: bench bench-train bench-eval bench-gpu bench-accuracy
+bench: bench-train bench-eval  ## train and eval speed: the notebook's recipe vs ours, side by side
+
+bench-train: setup  ## train tokens/s: the notebook's recipe vs our default (and each change alone), alternating runs
+	$(PY) bench/train_bench.py --model models/base --data data/formatted/train.jsonl --grad-accum 1 --steps 2 --rounds 2
+
+bench-eval: setup  ## eval examples/s: the notebook's per-prompt pipeline vs our batched generation
 	$(PY) bench/eval_bench.py --model models/base --data data/formatted/eval.jsonl --examples 32
+
+bench-gpu: setup  ## the GPU benchmark: random-init FunctionGemma 270M, ~650-token rows, notebook vs ours (bf16)
+	$(PY) bench/train_bench.py --synthetic --steps 5 --warmup 2 --rounds 2
+
+bench-accuracy: setup  ## the accuracy guard: notebook vs our recipe, same hyperparameters, held-out exact match
+	$(PY) bench/recipe_accuracy.py --base models/base --data-dir data/formatted --eval-rows 150
 
 sample:  ## regenerate the committed synthetic sample (deterministic)
 	$(PY) data/sample/generate.py

@@ -47,8 +47,6 @@ DEMO_PARAMS: dict[str, str] = {
     "train.per_device_batch_size": "2",
     "train.gradient_accumulation_steps": "1",
     "train.warmup_ratio": "0.05",
-    "train.gradient_checkpointing": "false",  # memory is not the limit at batch 2; recompute is
-    "train.attn_implementation": "sdpa",
     "train.eval_steps": "1000",               # no periodic eval loss; one at the end on eval_rows
     "train.eval_rows": "16",
     "train.save_strategy": "steps",           # a resumable checkpoint every 30 steps

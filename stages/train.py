@@ -284,11 +284,15 @@ def make_callbacks(live: Any) -> list[Any]:
     return [StepClock()] if live is None else [LiveCallback(live=live), StepClock()]
 
 
-def sft_config(params: TrainParams, checkpoint_dir: Path, precision: str, optim: str, has_eval: bool, use_cpu: bool) -> Any:
-    """TRL's config from our params. Creating it also sets up the process group under `accelerate launch`."""
+def sft_config(params: TrainParams, checkpoint_dir: Path, precision: str, optim: str, has_eval: bool, use_cpu: bool,
+               **overrides: Any) -> Any:
+    """TRL's config from our params (`overrides`: other SFTConfig fields, e.g. for the benchmark).
+
+    Creating it also sets up the process group under `accelerate launch`.
+    """
     from trl import SFTConfig
 
-    return SFTConfig(
+    settings = dict(
         output_dir=str(checkpoint_dir),
         num_train_epochs=params.epochs,
         max_steps=params.max_steps,
@@ -321,6 +325,7 @@ def sft_config(params: TrainParams, checkpoint_dir: Path, precision: str, optim:
         include_num_input_tokens_seen="non_padding",
         use_cpu=use_cpu,  # on a CPU-only machine this also selects gloo when several processes were launched
     )
+    return SFTConfig(**{**settings, **overrides})
 
 
 def lora_config(params: TrainParams) -> Any:
@@ -339,8 +344,12 @@ def lora_config(params: TrainParams) -> Any:
 
 
 def build_trainer(params: TrainParams, base_model: Path, tokenizer: Any, train_examples: list[dict],
-                  eval_examples: list[dict], config: Any, live: Any = None) -> Any:
-    """An SFTTrainer on pre-tokenized examples (input_ids + completion_mask), with our callbacks."""
+                  eval_examples: list[dict], config: Any, live: Any = None, model_dtype: Any = None) -> Any:
+    """An SFTTrainer on pre-tokenized examples (input_ids + completion_mask), with our callbacks.
+
+    Weights load in float32 (see the module docstring); `model_dtype` overrides that (the
+    benchmark's notebook recipe loads bf16 weights on a GPU, as the notebook does).
+    """
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -349,7 +358,7 @@ def build_trainer(params: TrainParams, base_model: Path, tokenizer: Any, train_e
 
     score_only_loss_positions(params.skip_prompt_logits)
     model = AutoModelForCausalLM.from_pretrained(
-        base_model, dtype=torch.float32, attn_implementation=params.attn_implementation
+        base_model, dtype=model_dtype or torch.float32, attn_implementation=params.attn_implementation
     )
     trainer = SFTTrainer(
         model=model,

@@ -420,3 +420,25 @@ def test_options_reach_trl_and_train(tiny_base, tokenizer, tmp_path, monkeypatch
     if params.packing:
         assert len(trainer.train_dataset) < len(examples)  # several examples share a row
     assert not (tmp_path / "dvclive").exists() and not (tmp_path / "dvc.yaml").exists()  # no stray dvclive logger
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_padding_free_rows_attend_only_to_themselves(attn):
+    """The fast default concatenates a micro-batch into one row with restarting position ids and no
+    attention mask. Each example must see exactly what it sees alone, also across Gemma 3's sliding
+    window (8 tokens here, shorter than the examples): per-token logits equal a one-example run."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+                              sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+                              pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    model = Gemma3ForCausalLM._from_config(config, attn_implementation=attn).eval()
+    rows = [torch.randint(3, 128, (n,)) for n in (21, 13, 30)]
+    with torch.no_grad():
+        alone = [model(input_ids=r[None]).logits[0] for r in rows]
+        packed = model(input_ids=torch.cat(rows)[None], use_cache=False,
+                       position_ids=torch.cat([torch.arange(len(r)) for r in rows])[None]).logits[0]
+    torch.testing.assert_close(packed, torch.cat(alone), rtol=1e-4, atol=1e-4)

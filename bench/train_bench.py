@@ -1,0 +1,383 @@
+"""Benchmark (not a test): training speed of the notebook's recipe vs our default, side by side.
+
+    python bench/train_bench.py --model models/base --data data/formatted/train.jsonl --grad-accum 1
+    python bench/train_bench.py --synthetic --steps 10 --rounds 2          # a GPU: random-init 270M, ~650-token rows
+    python bench/train_bench.py ... --ablation                              # also each change on its own
+
+Every run trains the same model on the same examples, in the same order (same seed), for
+`--warmup` + `--steps` optimizer steps, in a child process of its own (so each run's peak
+memory is its own); runs alternate between recipes for `--rounds` rounds. Only the `--steps`
+steps after the warm-up are timed. For each recipe it prints train tokens/s (real tokens:
+pad tokens are not counted), samples/s, peak memory, the loss of each step (the recipes
+learn the same thing per step: the losses agree), and the ratio to the notebook's recipe.
+
+Recipes (train params on top of params.yaml's `train:` section):
+- notebook: Google's notebook exactly: micro-batches padded to their longest example,
+  gradient checkpointing, eager attention, the loss from the model's own forward with
+  `labels` (logits for every position through the 262k-word output layer, as the TRL of the
+  notebook computed it; today's TRL would use its fused LM head), fused AdamW; on a GPU the
+  weights in bf16 (the checkpoint's dtype, as the notebook's `dtype="auto"` loads them) with
+  bf16=True.
+- ours: params.yaml's `train:` section as it is (the pipeline's default recipe).
+- with --ablation: the notebook recipe plus one change each (padding-free, output layer on
+  loss positions only, no gradient checkpointing, sdpa attention, torch.compile, bf16 autocast).
+`--batch-size` and `--grad-accum` set the micro-batch and accumulation of every recipe (default:
+the notebook's 4 x 8); the learning rate and schedule are params.yaml's for all.
+
+Data: `--model`/`--data` (a model folder and a formatted train.jsonl: the CPU run uses the
+offline 270M), or `--synthetic`: a randomly initialised model of the exact FunctionGemma 270M
+configuration and random token rows of realistic length (600-700 tokens, the last 30-50 of
+them the completion), since speed does not depend on the weights and a GPU machine may have
+no network. On a GPU it also measures the bf16 matmul rate and prints the model FLOPs
+utilisation (MFU) of each recipe against it.
+Writes nothing but a temporary folder, unless --json is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stages.common import UserError, read_json, run_main, write_json  # noqa: E402
+from stages.params import TrainParams, load_params, parse_section, as_dict  # noqa: E402
+
+log = logging.getLogger("bench")
+
+# FunctionGemma 270M = Gemma 3 270M's architecture (config.json of google/functiongemma-270m-it).
+GEMMA3_270M = dict(
+    vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
+    num_key_value_heads=1, head_dim=256, query_pre_attn_scalar=256, sliding_window=512,
+    layer_types=(["sliding_attention"] * 5 + ["full_attention"]) * 3, max_position_embeddings=32768,
+    rope_parameters={"full_attention": {"rope_theta": 1_000_000.0, "rope_type": "default"},
+                     "sliding_attention": {"rope_theta": 10_000.0, "rope_type": "default"}},
+    rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+    pad_token_id=0, eos_token_id=1, bos_token_id=2,
+)
+TINY = dict(GEMMA3_270M, hidden_size=64, intermediate_size=128, num_hidden_layers=2, head_dim=16, query_pre_attn_scalar=16,
+            layer_types=["sliding_attention", "full_attention"])  # for the benchmark's own smoke test
+
+NOTEBOOK = dict(per_device_batch_size=4, gradient_accumulation_steps=8, optim="adamw_torch_fused", packing=False,
+                padding_free=False, gradient_checkpointing=True, attn_implementation="eager", skip_prompt_logits=False,
+                torch_compile=False, loss_type="nll", precision="auto", max_length=997,
+                lora={"enabled": False})
+# One change each, on top of the notebook's recipe.
+ABLATIONS = {
+    "+padding_free": dict(padding_free=True),
+    "+skip_prompt_logits": dict(skip_prompt_logits=True),
+    "-gradient_checkpointing": dict(gradient_checkpointing=False),
+    "+sdpa": dict(attn_implementation="sdpa"),
+    "+torch_compile": dict(torch_compile=True),
+    "+bf16": dict(precision="bf16"),  # bf16 autocast (on a GPU the notebook already runs bf16)
+}
+
+
+def recipe_params(name: str, base: dict, batch_size: int | None, grad_accum: int | None) -> TrainParams:
+    """The train params of one recipe (validated like params.yaml)."""
+    values = dict(base)
+    if name != "ours":
+        for key, value in NOTEBOOK.items():
+            values[key] = dict(values[key], **value) if isinstance(value, dict) else value
+        values.update(ABLATIONS.get(name, {}))
+    if batch_size:
+        values["per_device_batch_size"] = batch_size
+    if grad_accum:
+        values["gradient_accumulation_steps"] = grad_accum
+    return parse_section("train", values)
+
+
+def synthetic_examples(count: int, vocab_size: int, seed: int = 0) -> list[dict]:
+    """Random token rows of Mobile Actions length: 600-700 tokens, the last 30-50 the completion."""
+    rng = random.Random(seed)
+    examples = []
+    for _ in range(count):
+        length, completion = rng.randint(600, 700), rng.randint(30, 50)
+        ids = [2] + [rng.randrange(256, vocab_size) for _ in range(length - 1)]
+        examples.append({"input_ids": ids, "completion_mask": [0] * (length - completion) + [1] * completion})
+    return examples
+
+
+def synthetic_model(folder: Path, config_values: dict) -> Path:
+    """A random-init Gemma 3 model of the given configuration, with a minimal tokenizer (pad/eos/bos/unk)."""
+    import torch
+    from tokenizers import Tokenizer, models
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    Gemma3ForCausalLM(Gemma3TextConfig(**config_values)).save_pretrained(folder)
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+                                        pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>")
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def matmul_tflops(device: str) -> float | None:
+    """Measured dense bf16 matmul rate of this GPU (8192^3, the best of 20 timed calls), TFLOP/s."""
+    import torch
+
+    if device != "cuda":
+        return None
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(20):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * 8192**3 / best / 1e12
+
+
+def model_flops_per_token(config, mean_length: float, completion_fraction: float) -> float:
+    """Training FLOPs per real token that any recipe must do (forward + backward = 3x forward):
+    the matmuls of the transformer body, attention over the causal context (capped by the
+    sliding window on sliding layers), and the output layer for completion tokens only."""
+    body = config.num_hidden_layers * (
+        2 * config.hidden_size * config.head_dim * (config.num_attention_heads + config.num_key_value_heads)
+        + 3 * config.hidden_size * config.intermediate_size)
+    attention = 0.0
+    for kind in config.layer_types:
+        context = mean_length / 2 if kind == "full_attention" else min(mean_length / 2, config.sliding_window)
+        attention += 2 * config.num_attention_heads * config.head_dim * context
+    head = config.hidden_size * config.vocab_size * completion_fraction
+    return 3 * 2 * (body + attention + head)
+
+
+# ---------------------------------------------------------------- one run (child process)
+
+
+def model_forward_loss(trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
+    """The notebook's loss: the model's forward with labels (logits for every position, then
+    transformers' causal-LM cross-entropy over the labelled ones), instead of TRL's fused head."""
+    keys = ("input_ids", "attention_mask", "position_ids", "labels")
+    outputs = model(**{k: inputs[k] for k in keys if k in inputs}, use_cache=False, num_items_in_batch=num_items_in_batch)
+    return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+
+def run_child(args: argparse.Namespace) -> None:
+    import resource
+
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, TrainerCallback
+
+    from stages import train
+
+    spec = read_json(args.child)
+    params = parse_section("train", spec["params"])
+    device = train.detect_device()
+    precision, optim = train.plan_hardware(params, device)
+    model_dtype = None
+    if spec["recipe"] != "ours" and device == "cuda" and precision == "bf16":
+        model_dtype = torch.bfloat16  # the notebook loads the bf16 checkpoint as it is
+    tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+    examples = [json.loads(line) for line in Path(spec["examples"]).read_text().splitlines()]
+    steps = spec["warmup"] + spec["steps"]
+    config = train.sft_config(params, Path(spec["work"]) / "ck", precision, optim, has_eval=False, use_cpu=device == "cpu",
+                              max_steps=steps, save_strategy="no", report_to=[], logging_steps=1,
+                              disable_tqdm=True, dataloader_num_workers=0)
+
+    class Recorder(TrainerCallback):
+        def __init__(self):
+            self.steps: list[dict] = []
+
+        def _sync(self):
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        def on_step_begin(self, args_, state, control, **kwargs):
+            self._sync()
+            self.start, self.tokens = time.perf_counter(), state.num_input_tokens_seen
+
+        def on_step_end(self, args_, state, control, **kwargs):
+            self._sync()
+            self.steps.append({"seconds": time.perf_counter() - self.start,
+                               "tokens": state.num_input_tokens_seen - self.tokens})
+
+        def on_log(self, args_, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs and self.steps:
+                self.steps[-1]["loss"] = logs["loss"]
+
+    trainer = train.build_trainer(params, Path(spec["model"]), tokenizer, examples, [], config, model_dtype=model_dtype)
+    if spec["recipe"] != "ours" and not params.skip_prompt_logits:
+        trainer.compute_loss = types.MethodType(model_forward_loss, trainer)
+    recorder = Recorder()
+    trainer.add_callback(recorder)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    timed = recorder.steps[spec["warmup"]:]
+    seconds, tokens = sum(s["seconds"] for s in timed), sum(s["tokens"] for s in timed)
+    samples = len(timed) * params.per_device_batch_size * params.gradient_accumulation_steps
+    memory = (torch.cuda.max_memory_allocated() / 2**30 if device == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    result = {"recipe": spec["recipe"], "device": device, "precision": precision, "optim": optim,
+              "weights": str(model_dtype or torch.float32).removeprefix("torch."),
+              "steps": len(timed), "seconds": seconds, "tokens": tokens, "samples": samples,
+              "tokens_per_second": tokens / seconds, "samples_per_second": samples / seconds,
+              "peak_memory_gb": memory, "losses": [s.get("loss") for s in recorder.steps],
+              "step_seconds": [s["seconds"] for s in recorder.steps]}
+    if device == "cuda":
+        result["gpu"] = torch.cuda.get_device_name()
+        result["matmul_tflops"] = matmul_tflops(device)
+        model_config = AutoConfig.from_pretrained(spec["model"])
+        lengths = [len(e["input_ids"]) for e in examples]
+        completion = sum(sum(e["completion_mask"]) for e in examples) / sum(lengths)
+        flops = model_flops_per_token(model_config, statistics.mean(lengths), completion)
+        result["mfu"] = tokens / seconds * flops / (result["matmul_tflops"] * 1e12)
+    write_json(Path(spec["work"]) / "result.json", result)
+
+
+# ---------------------------------------------------------------- the comparison (parent)
+
+
+def prepare_data(args: argparse.Namespace, work: Path, needed: int) -> tuple[Path, Path, str]:
+    """(model folder, examples file, description) for the runs."""
+    from stages import train
+
+    if args.synthetic:
+        config = TINY if args.tiny else GEMMA3_270M
+        model = synthetic_model(work / "model", config)
+        examples = synthetic_examples(needed, config["vocab_size"])
+        what = f"random-init {'tiny Gemma 3' if args.tiny else 'FunctionGemma 270M configuration'}, {needed} synthetic rows"
+    else:
+        from transformers import AutoTokenizer
+
+        model = args.model
+        if not (model / "config.json").exists():
+            raise UserError(f"{model} is not a model folder: run `dvc repro fetch` or pass --model (or use --synthetic)")
+        rows = train.read_examples(args.data)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        examples, _, _ = train.build_examples(tokenizer, rows[: max(needed, 1)], 997)
+        if len(examples) < needed:
+            raise UserError(f"{args.data} has {len(examples)} usable rows; the runs need {needed}: lower --steps or --batch-size")
+        what = f"{model}, first {needed} rows of {args.data}"
+    lengths = [len(e["input_ids"]) for e in examples]
+    completion = [sum(e["completion_mask"]) for e in examples]
+    what += f" (tokens per row: mean {statistics.mean(lengths):.0f}, completion mean {statistics.mean(completion):.0f})"
+    path = work / "examples.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    return model, path, what
+
+
+def run_one(recipe: str, params: TrainParams, model: Path, examples: Path, args: argparse.Namespace, work: Path) -> dict:
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{recipe.strip('+-')}-", dir=work))
+    spec = {"recipe": recipe, "params": as_dict(params), "model": str(model), "examples": str(examples),
+            "warmup": args.warmup, "steps": args.steps, "work": str(run_dir)}
+    write_json(run_dir / "spec.json", spec)
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--child", str(run_dir / "spec.json")], cwd=run_dir,
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"recipe {recipe} failed:\n{proc.stderr[-3000:]}")
+    result = read_json(run_dir / "result.json")
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
+
+
+def summarize(results: list[dict], recipes: list[str]) -> list[dict]:
+    rows = []
+    base = None
+    for recipe in recipes:
+        runs = [r for r in results if r["recipe"] == recipe]
+        tps = statistics.median(r["tokens_per_second"] for r in runs)
+        row = {"recipe": recipe, "runs": len(runs), "tokens_per_second": tps,
+               "samples_per_second": statistics.median(r["samples_per_second"] for r in runs),
+               "peak_memory_gb": max(r["peak_memory_gb"] for r in runs),
+               "losses": runs[0]["losses"], "mfu": statistics.median(r["mfu"] for r in runs) if "mfu" in runs[0] else None}
+        base = base or tps
+        row["ratio"] = tps / base
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("models/base"))
+    parser.add_argument("--data", type=Path, default=Path("data/formatted/train.jsonl"))
+    parser.add_argument("--params", default="params.yaml", help="the train section `ours` runs (and lr/schedule of all)")
+    parser.add_argument("--synthetic", action="store_true", help="random-init 270M and random rows (the GPU benchmark)")
+    parser.add_argument("--tiny", action="store_true", help="with --synthetic: a tiny model (the benchmark's own smoke test)")
+    parser.add_argument("--steps", type=int, default=2, help="timed optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each recipe")
+    parser.add_argument("--batch-size", type=int, help="micro-batch of every recipe (default: the notebook's 4)")
+    parser.add_argument("--grad-accum", type=int, help="accumulation of every recipe (default: the notebook's 8)")
+    parser.add_argument("--ablation", action="store_true", help="also run the notebook recipe plus each change alone")
+    parser.add_argument("--only", help="comma-separated recipes to run (notebook, ours, or ablation names)")
+    parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return run_child(args)
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
+        raise UserError("--steps and --rounds must be at least 1, --warmup at least 0")
+
+    base = as_dict(load_params("train", path=args.params))
+    recipes = ["notebook", "ours"] + (list(ABLATIONS) if args.ablation else [])
+    if args.only:
+        recipes = [r for r in args.only.split(",") if r]
+        unknown = set(recipes) - {"notebook", "ours", *ABLATIONS}
+        if unknown:
+            raise UserError(f"--only: unknown recipes {sorted(unknown)}; pick from notebook, ours, {', '.join(ABLATIONS)}")
+    params = {name: recipe_params(name, base, args.batch_size, args.grad_accum) for name in recipes}
+    per_step = {name: p.per_device_batch_size * p.gradient_accumulation_steps for name, p in params.items()}
+    if len(set(per_step.values())) > 1:
+        raise UserError(f"the recipes would see different sequences per step ({per_step}): set --batch-size and --grad-accum")
+    needed = next(iter(per_step.values())) * (args.warmup + args.steps)
+
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
+        work = Path(tmp)
+        model, examples, what = prepare_data(args, work, needed)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        print(f"{what}; {next(iter(per_step.values()))} sequences per optimizer step "
+              f"({params[recipes[0]].per_device_batch_size} x {params[recipes[0]].gradient_accumulation_steps}); "
+              f"{args.warmup} warm-up + {args.steps} timed steps per run, {args.rounds} rounds; device "
+              f"{torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or 'cpu'} "
+              f"({os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})", flush=True)
+        results = []
+        for round_ in range(args.rounds):
+            for recipe in recipes if round_ % 2 == 0 else recipes[::-1]:
+                result = run_one(recipe, params[recipe], model, examples, args, work)
+                results.append(result)
+                print(f"  round {round_ + 1} {recipe:24s} {result['tokens_per_second']:10.1f} tokens/s "
+                      f"{result['samples_per_second']:8.3f} samples/s  peak {result['peak_memory_gb']:.2f} GiB  "
+                      f"steps {' '.join(f'{s:.1f}s' for s in result['step_seconds'])}", flush=True)
+    rows = summarize(results, recipes)
+    print(f"\n| recipe | tokens/s (median of {args.rounds}) | samples/s | peak memory GiB | x notebook | loss per step |"
+          + (" MFU |" if rows[0]["mfu"] is not None else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if rows[0]["mfu"] is not None else ""))
+    for row in rows:
+        losses = " ".join(f"{x:.4f}" if x is not None else "-" for x in row["losses"])
+        print(f"| {row['recipe']} | {row['tokens_per_second']:.1f} | {row['samples_per_second']:.3f} | "
+              f"{row['peak_memory_gb']:.2f} | {row['ratio']:.2f}x | {losses} |"
+              + (f" {row['mfu'] * 100:.1f}% |" if row["mfu"] is not None else ""))
+    first = results[0]
+    print(f"device {first.get('gpu', first['device'])}, precision {first['precision']}, "
+          + (f"bf16 matmul {first['matmul_tflops']:.0f} TFLOP/s measured, " if first.get("matmul_tflops") else "")
+          + f"load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.json:
+        write_json(args.json, {"data": what, "recipes": {n: as_dict(p) for n, p in params.items()},
+                               "summary": rows, "runs": results})
+
+
+if __name__ == "__main__":
+    run_main(main)
