@@ -37,7 +37,7 @@ convert: setup  ## the mobile artifact: models/litertlm/*.litertlm
 bench: bench-train bench-eval  ## train and eval speed: the notebook's recipe vs ours, side by side
 
 bench-train: setup  ## train tokens/s: the notebook's recipe vs our default (and each change alone), alternating runs
-	$(PY) bench/train_bench.py --model models/base --data data/formatted/train.jsonl --grad-accum 1 --steps 2 --rounds 2
+	$(PY) bench/train_bench.py --model models/base --data data/formatted/train.jsonl --grad-accum 2 --steps 1 --warmup 1 --rounds 2
 
 bench-eval: setup  ## eval examples/s: the notebook's per-prompt pipeline vs our batched generation
 	$(PY) bench/eval_bench.py --model models/base --data data/formatted/eval.jsonl --examples 32

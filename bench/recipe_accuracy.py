@@ -4,9 +4,10 @@
 
 Trains the same base model on the same rows twice, with the same hyperparameters and the
 same seed: once the way the notebook runs a step (padded micro-batches, gradient
-checkpointing, eager attention, loss from logits of every position: bench/train_bench.py's
-`notebook` recipe) and once the way our default does (params.yaml: padding-free, sdpa, no
-checkpointing, output layer on loss positions only). Then evaluates both fine-tuned models
+checkpointing, eager attention, loss from logits of every position, float32 on a CPU:
+bench/train_bench.py's `notebook` recipe) and once the way our default does (params.yaml:
+sdpa, no checkpointing, output layer on loss positions only, bf16 autocast where the device
+has native bf16). Then evaluates both fine-tuned models
 on the same held-out rows with the eval stage's code and prints exact match, name accuracy
 and argument F1 side by side, plus the per-step losses and training times.
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from stages.common import UserError, read_json, read_jsonl, run_main, write_json  # noqa: E402
 from stages.params import as_dict, load_params, parse_section  # noqa: E402
-from train_bench import NOTEBOOK, model_forward_loss  # noqa: E402
+from train_bench import NOTEBOOK, model_forward_loss, notebook_precision  # noqa: E402
 
 RECIPES = ("notebook", "ours")
 
@@ -83,6 +84,8 @@ def run_child(spec_path: Path) -> None:
     params = parse_section("train", spec["train"])
     device = train.detect_device()
     precision, optim = train.plan_hardware(params, device)
+    if spec["recipe"] == "notebook" and params.precision == "auto":
+        precision = notebook_precision(device)
     tokenizer = AutoTokenizer.from_pretrained(spec["base"])
     data = Path(spec["data_dir"])
     examples, _, _ = train.build_examples(tokenizer, train.read_examples(data / "train.jsonl"), params.max_length)

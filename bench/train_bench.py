@@ -17,8 +17,9 @@ Recipes (train params on top of params.yaml's `train:` section):
   `labels` (logits for every position through the 262k-word output layer, as the TRL of the
   notebook computed it; today's TRL would use its fused LM head), fused AdamW; on a GPU the
   weights in bf16 (the checkpoint's dtype, as the notebook's `dtype="auto"` loads them) with
-  bf16=True.
-- ours: params.yaml's `train:` section as it is (the pipeline's default recipe).
+  bf16=True; on a CPU float32 (the offline base's dtype).
+- ours: params.yaml's `train:` section as it is (the pipeline's default recipe; `precision:
+  auto` is bf16 autocast over float32 weights where the device has native bf16, this CPU too).
 - with --ablation: the notebook recipe plus one change each (padding-free, output layer on
   loss positions only, no gradient checkpointing, sdpa attention, torch.compile, bf16 autocast).
 `--batch-size` and `--grad-accum` set the micro-batch and accumulation of every recipe (default:
@@ -163,6 +164,14 @@ def model_flops_per_token(config, mean_length: float, completion_fraction: float
 # ---------------------------------------------------------------- one run (child process)
 
 
+def notebook_precision(device: str) -> str:
+    """The notebook trains in the dtype the weights load in (`dtype="auto"`): bf16 for the hub's
+    bf16 checkpoint on a GPU; the offline base is float32, and on a CPU it runs float32."""
+    import torch
+
+    return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def model_forward_loss(trainer, model, inputs, return_outputs=False, num_items_in_batch=None):
     """The notebook's loss: the model's forward with labels (logits for every position, then
     transformers' causal-LM cross-entropy over the labelled ones), instead of TRL's fused head."""
@@ -184,8 +193,10 @@ def run_child(args: argparse.Namespace) -> None:
     device = train.detect_device()
     precision, optim = train.plan_hardware(params, device)
     model_dtype = None
-    if spec["recipe"] != "ours" and device == "cuda" and precision == "bf16":
-        model_dtype = torch.bfloat16  # the notebook loads the bf16 checkpoint as it is
+    if spec["recipe"] != "ours" and params.precision == "auto":
+        precision = notebook_precision(device)
+        if precision == "bf16":
+            model_dtype = torch.bfloat16  # the notebook loads the bf16 checkpoint as it is
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     examples = [json.loads(line) for line in Path(spec["examples"]).read_text().splitlines()]
     steps = spec["warmup"] + spec["steps"]
@@ -300,7 +311,7 @@ def summarize(results: list[dict], recipes: list[str]) -> list[dict]:
         row = {"recipe": recipe, "runs": len(runs), "tokens_per_second": tps,
                "samples_per_second": statistics.median(r["samples_per_second"] for r in runs),
                "peak_memory_gb": max(r["peak_memory_gb"] for r in runs),
-               "losses": runs[0]["losses"], "mfu": statistics.median(r["mfu"] for r in runs) if "mfu" in runs[0] else None}
+               "losses": runs[0]["losses"], "precision": runs[0]["precision"], "weights": runs[0]["weights"], "mfu": statistics.median(r["mfu"] for r in runs) if "mfu" in runs[0] else None}
         base = base or tps
         row["ratio"] = tps / base
         rows.append(row)
@@ -362,16 +373,17 @@ def main(argv: list[str] | None = None) -> None:
                       f"{result['samples_per_second']:8.3f} samples/s  peak {result['peak_memory_gb']:.2f} GiB  "
                       f"steps {' '.join(f'{s:.1f}s' for s in result['step_seconds'])}", flush=True)
     rows = summarize(results, recipes)
-    print(f"\n| recipe | tokens/s (median of {args.rounds}) | samples/s | peak memory GiB | x notebook | loss per step |"
+    print(f"\n| recipe | precision | tokens/s (median of {args.rounds}) | samples/s | peak memory GiB | x notebook | loss per step |"
           + (" MFU |" if rows[0]["mfu"] is not None else ""))
-    print("|---|---|---|---|---|---|" + ("---|" if rows[0]["mfu"] is not None else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if rows[0]["mfu"] is not None else ""))
     for row in rows:
         losses = " ".join(f"{x:.4f}" if x is not None else "-" for x in row["losses"])
-        print(f"| {row['recipe']} | {row['tokens_per_second']:.1f} | {row['samples_per_second']:.3f} | "
+        precision = row["precision"] + (" weights" if row["weights"] != "float32" else " autocast" if row["precision"] != "fp32" else "")
+        print(f"| {row['recipe']} | {precision} | {row['tokens_per_second']:.1f} | {row['samples_per_second']:.3f} | "
               f"{row['peak_memory_gb']:.2f} | {row['ratio']:.2f}x | {losses} |"
               + (f" {row['mfu'] * 100:.1f}% |" if row["mfu"] is not None else ""))
     first = results[0]
-    print(f"device {first.get('gpu', first['device'])}, precision {first['precision']}, "
+    print(f"device {first.get('gpu', first['device'])}, "
           + (f"bf16 matmul {first['matmul_tflops']:.0f} TFLOP/s measured, " if first.get("matmul_tflops") else "")
           + f"load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:

@@ -113,9 +113,10 @@ def build_examples(tokenizer: Any, rows: list[dict], max_length: int) -> tuple[l
 
 
 def resolve_precision(requested: str, device_type: str, bf16_supported: bool) -> str:
-    """bf16 on a GPU that supports it, fp32 elsewhere; an impossible request is one sentence."""
+    """auto: bf16 autocast where the device computes bf16 natively (a GPU that supports it, a CPU
+    with AVX512-BF16 or AMX), fp32 elsewhere; an impossible request is one sentence."""
     if requested == "auto":
-        return "bf16" if device_type == "cuda" and bf16_supported else "fp32"
+        return "bf16" if device_type in ("cuda", "cpu") and bf16_supported else "fp32"
     if requested == "fp16" and device_type != "cuda":
         raise UserError(f"train.precision: fp16 needs a CUDA GPU and this run is on {device_type}; use auto, bf16 or fp32")
     if requested == "bf16" and device_type == "cuda" and not bf16_supported:
@@ -449,11 +450,25 @@ def detect_device() -> str:
     return "cpu"
 
 
+def native_bf16(device: str) -> bool:
+    """Does this device compute bf16 matmuls natively (so bf16 autocast is faster, not emulated)?"""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device == "cpu":
+        try:  # AVX512-BF16 or AMX: oneDNN runs bf16 matmuls at about twice the float32 rate
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        except AttributeError:  # pragma: no cover - a torch without these probes
+            return False
+    return False
+
+
 def plan_hardware(params: TrainParams, device: str) -> tuple[str, str]:
     """(precision, optimizer) for this device, saying when the optimizer falls back."""
     import torch
 
-    precision = resolve_precision(params.precision, device, device == "cuda" and torch.cuda.is_bf16_supported())
+    precision = resolve_precision(params.precision, device, native_bf16(device))
     optim = resolve_optim(params.optim, device)
     if optim != params.optim:
         log.warning("%s is not available on %s: using %s", params.optim, device, optim)

@@ -242,6 +242,8 @@ def test_precision_and_optimizer_follow_the_hardware():
     assert train.resolve_precision("auto", "cuda", True) == "bf16"
     assert train.resolve_precision("auto", "cuda", False) == "fp32"
     assert train.resolve_precision("auto", "cpu", False) == "fp32"
+    assert train.resolve_precision("auto", "cpu", True) == "bf16"  # AVX512-BF16 / AMX
+    assert train.resolve_precision("auto", "mps", True) == "fp32"
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
         train.resolve_precision("fp16", "cpu", False)
     assert train.resolve_optim("adamw_torch_fused", "cpu") == "adamw_torch_fused"
@@ -279,7 +281,7 @@ def test_training_changes_weights_and_lowers_loss(tiny_base, formatted_sample, t
     assert metrics["steps"] == 8 and metrics["epochs"] == 2.0
     assert metrics["train_loss"] < metrics["train_loss_first"] - 2.0, metrics
     assert metrics["eval_loss"] < 10.0  # eval rows are training rows here: ln(262144) = 12.5 at random
-    assert metrics["lr"] == 1e-2 and metrics["precision"] == "fp32" and metrics["device"] == "cpu"
+    assert metrics["lr"] == 1e-2 and metrics["precision"] == ("bf16" if train.native_bf16("cpu") else "fp32") and metrics["device"] == "cpu"
     assert metrics["train_tokens"] > 0 and metrics["train_tokens_per_second"] > 0 and metrics["peak_memory_gb"] > 0
     for key in ("version_torch", "version_transformers", "version_trl", "version_peft", "runtime_seconds",
                 "samples_per_second", "eval_loss", "optim"):
