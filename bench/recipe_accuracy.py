@@ -15,6 +15,9 @@ The hyperparameters are the offline demo's (stages/demo.py DEMO_PARAMS: LoRA, lr
 90 steps of 2 rows), which learn the task on a CPU in minutes; the notebook's own schedule
 (2 epochs of full fine-tuning at lr 1e-5) needs a GPU. What is compared is how a step is
 computed, which is what the fast recipe changes. Each recipe runs in its own process.
+The guard holds when our exact match is at most 2 points below the notebook recipe's;
+the signed difference and the number of rows whose verdict differs are printed too
+(at lr 1e-3 with LoRA dropout, two runs differ in many rows: read the gap against that).
 Writes only a temporary folder, unless --json is given.
 """
 
@@ -42,13 +45,14 @@ RECIPES = ("notebook", "ours")
 
 
 def demo_train_values(base: dict) -> dict:
-    """params.yaml's train section with the demo's train.* overrides (its hyperparameters)."""
+    """params.yaml's train section with the demo's train.* hyperparameters (not its precision:
+    how a step is computed is what the two recipes compare)."""
     from stages.demo import DEMO_PARAMS
 
     values = json.loads(json.dumps(base))
     for dotted, text in DEMO_PARAMS.items():
         section, *keys = dotted.split(".")
-        if section != "train":
+        if section != "train" or keys == ["precision"]:
             continue
         target = values
         for key in keys[:-1]:
@@ -176,10 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     worst = max(abs(x - y) for x, y in pairs) if pairs else float("nan")
     print(f"per-step loss: first {a['losses'][0]:.4f} vs {b['losses'][0]:.4f}, last {a['losses'][-1]:.4f} vs "
           f"{b['losses'][-1]:.4f}, largest difference over {len(pairs)} steps {worst:.4f}")
-    same = len(set(a["exact_rows"]) ^ set(b["exact_rows"]))
-    gap = abs(b["exact_match"] - a["exact_match"]) * 100
-    print(f"rows whose exact-match verdict differs: {same}; gap {gap:.1f} points: "
-          f"{'within' if gap <= 2 else 'NOT within'} the 2-point guard")
+    differ = len(set(a["exact_rows"]) ^ set(b["exact_rows"]))
+    change = (b["exact_match"] - a["exact_match"]) * 100
+    verdict = "holds" if change >= -2 else "FAILS"
+    print(f"rows whose exact-match verdict differs: {differ}; ours {change:+.1f} points vs the notebook recipe: "
+          f"the guard (ours at most 2 points below) {verdict}")
     if args.json:
         write_json(args.json, results)
 

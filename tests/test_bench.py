@@ -91,6 +91,7 @@ def test_train_bench_rejects_unknown_recipes():
 def test_accuracy_guard_uses_the_demo_hyperparameters_for_both(base_train):
     demo = recipe_accuracy.demo_train_values(base_train)
     assert demo["lora"]["enabled"] is True and demo["lr"] == 0.001 and demo["max_steps"] == 90
+    assert demo["precision"] == base_train["precision"]  # ours keeps the default's precision
     notebook, ours = (recipe_accuracy.recipe_values(r, demo) for r in ("notebook", "ours"))
     differ = {k for k in notebook if notebook[k] != ours[k]}
     assert differ <= {"padding_free", "gradient_checkpointing", "attn_implementation", "skip_prompt_logits"}
@@ -106,4 +107,4 @@ def test_accuracy_guard_runs_end_to_end(tiny_base, formatted_sample, tmp_path, c
     assert all(r["rows"] == 2 and len(r["losses"]) == 2 for r in results.values())
     # LoRA dropout draws different masks for padded and padding-free tensors: close, not equal
     assert results["ours"]["losses"] == pytest.approx(results["notebook"]["losses"], rel=2e-2)
-    assert "2-point guard" in capsys.readouterr().out
+    assert "the guard (ours at most 2 points below)" in capsys.readouterr().out
