@@ -25,7 +25,6 @@ writes nothing unless --json is given.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -35,7 +34,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages import functiongemma as fg  # noqa: E402
 from stages import scoring  # noqa: E402
 from stages.common import UserError, read_jsonl, run_main, write_json  # noqa: E402
 from stages.eval import check_rows, select_rows  # noqa: E402

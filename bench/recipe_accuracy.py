@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from stages.common import UserError, read_json, read_jsonl, run_main, write_json  # noqa: E402
 from stages.params import as_dict, load_params, parse_section  # noqa: E402
-from train_bench import NOTEBOOK, model_forward_loss, notebook_precision  # noqa: E402
+from train_bench import NOTEBOOK, model_forward_loss, notebook_precision, run_in_child  # noqa: E402
 
 RECIPES = ("notebook", "ours")
 
@@ -47,8 +46,11 @@ RECIPES = ("notebook", "ours")
 def demo_train_values(base: dict) -> dict:
     """params.yaml's train section with the demo's train.* hyperparameters (not its precision:
     how a step is computed is what the two recipes compare)."""
+    from ruamel.yaml import YAML
+
     from stages.demo import DEMO_PARAMS
 
+    yaml = YAML(typ="safe", pure=True)  # reads each value as `dvc exp run -S` does
     values = json.loads(json.dumps(base))
     for dotted, text in DEMO_PARAMS.items():
         section, *keys = dotted.split(".")
@@ -57,8 +59,7 @@ def demo_train_values(base: dict) -> dict:
         target = values
         for key in keys[:-1]:
             target = target[key]
-        old = target[keys[-1]]
-        target[keys[-1]] = (text == "true") if isinstance(old, bool) else type(old)(text) if old is not None else text
+        target[keys[-1]] = yaml.load(text)
     return values
 
 
@@ -158,17 +159,12 @@ def main(argv: list[str] | None = None) -> None:
             spec = {"recipe": recipe, "train": values, "base": str(args.base), "data_dir": str(args.data_dir),
                     "eval_rows": args.eval_rows, "work": str(work),
                     "batch_size": int(DEMO_PARAMS["eval.batch_size"]), "max_new_tokens": int(DEMO_PARAMS["eval.max_new_tokens"])}
-            write_json(work / "spec.json", spec)
             print(f"{recipe}: training {values['max_steps']} steps of {values['per_device_batch_size']} rows "
                   f"(LoRA {values['lora']['enabled']}, lr {values['lr']}, padding_free {values['padding_free']}, "
                   f"checkpointing {values['gradient_checkpointing']}, {values['attn_implementation']}, "
                   f"skip_prompt_logits {values['skip_prompt_logits']}) ... load average "
                   f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--child", str(work / "spec.json")], capture_output=True, text=True)
-            if proc.returncode:
-                raise RuntimeError(f"recipe {recipe} failed:\n{proc.stderr[-3000:]}")
-            results[recipe] = read_json(work / "result.json")
-            r = results[recipe]
+            r = results[recipe] = run_in_child(__file__, spec)
             print(f"  trained in {r['train_seconds']:.0f} s, evaluated {r['rows']} rows in {r['eval_seconds']:.0f} s: "
                   f"exact match {r['exact_match']:.1%}", flush=True)
     a, b = results["notebook"], results["ours"]

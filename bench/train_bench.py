@@ -37,9 +37,7 @@ Writes nothing but a temporary folder, unless --json is given.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import logging
 import os
 import platform
 import random
@@ -56,8 +54,6 @@ sys.path.insert(0, str(ROOT))
 
 from stages.common import UserError, read_json, run_main, write_json  # noqa: E402
 from stages.params import TrainParams, load_params, parse_section, as_dict  # noqa: E402
-
-log = logging.getLogger("bench")
 
 # FunctionGemma 270M = Gemma 3 270M's architecture (config.json of google/functiongemma-270m-it).
 GEMMA3_270M = dict(
@@ -287,17 +283,26 @@ def prepare_data(args: argparse.Namespace, work: Path, needed: int) -> tuple[Pat
     return model, path, what
 
 
-def run_one(recipe: str, params: TrainParams, model: Path, examples: Path, args: argparse.Namespace, work: Path) -> dict:
-    run_dir = Path(tempfile.mkdtemp(prefix=f"{recipe.strip('+-')}-", dir=work))
-    spec = {"recipe": recipe, "params": as_dict(params), "model": str(model), "examples": str(examples),
-            "warmup": args.warmup, "steps": args.steps, "work": str(run_dir)}
-    write_json(run_dir / "spec.json", spec)
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", str(run_dir / "spec.json")], cwd=run_dir,
+def run_in_child(script: str, spec: dict) -> dict:
+    """Run `script --child spec.json` in a fresh process in spec["work"]; its result.json.
+
+    A process per run gives each its own peak memory and no state left by the one before.
+    """
+    work = Path(spec["work"])
+    write_json(work / "spec.json", spec)
+    proc = subprocess.run([sys.executable, script, "--child", str(work / "spec.json")], cwd=work,
                           capture_output=True, text=True)
     if proc.returncode:
-        raise RuntimeError(f"recipe {recipe} failed:\n{proc.stderr[-3000:]}")
-    result = read_json(run_dir / "result.json")
+        raise RuntimeError(f"recipe {spec['recipe']} failed:\n{proc.stderr[-3000:]}")
+    return read_json(work / "result.json")
+
+
+def run_one(recipe: str, params: TrainParams, model: Path, examples: Path, args: argparse.Namespace, work: Path) -> dict:
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{recipe.strip('+-')}-", dir=work))
+    started = time.perf_counter()
+    result = run_in_child(__file__, {"recipe": recipe, "params": as_dict(params), "model": str(model),
+                                     "examples": str(examples), "warmup": args.warmup, "steps": args.steps,
+                                     "work": str(run_dir)})
     result["wall_seconds"] = time.perf_counter() - started
     return result
 
