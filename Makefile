@@ -26,7 +26,7 @@ repro: setup  ## run the pipeline as configured in params.yaml (hub by default)
 	$(DVC) repro
 
 demo: setup  ## every stage offline on the real 270M, as a DVC experiment (~20 min on 2 cores); prints a table
-	$(PY) -m stages.demo
+	$(PY) -m commands.demo
 
 convert: setup  ## the mobile artifact: models/litertlm/*.litertlm
 	$(DVC) repro convert_litertlm
@@ -61,7 +61,7 @@ A ?= main
 B ?= workspace
 
 report: setup  ## markdown of `dvc metrics diff --md` + `dvc params diff --md`: make report [A=rev-or-exp] [B=rev-or-exp]
-	@$(PY) -m stages.report --a "$(A)" --b "$(B)"
+	@$(PY) -m commands.report --a "$(A)" --b "$(B)"
 
 ifneq ($(filter push,$(MAKECMDGOALS)),)
 ifeq ($(REPO),)
@@ -69,4 +69,4 @@ $(error name the Hugging Face repo to push to: make push REPO=user/name)
 endif
 endif
 push: setup  ## share the fine-tuned model on the Hugging Face Hub: make push REPO=user/name [PRIVATE=1]
-	$(PY) -m stages.push --repo "$(REPO)" $(if $(PRIVATE),--private)
+	$(PY) -m commands.push --repo "$(REPO)" $(if $(PRIVATE),--private)

@@ -11,7 +11,7 @@ would otherwise sample) and `add_special_tokens=False` (the prompts already
 start with `<bos>`; the tokenizer would add a second one). Special tokens are
 kept in the output so the calls can be parsed.
 
-Ours: stages.generate (batched, sorted by length, KV cache, stop tokens) with
+Ours: pipeline.generate (batched, sorted by length, KV cache, stop tokens) with
 `eval.batch_size` and `eval.max_new_tokens` from params.yaml.
 
 Ours runs twice: as configured, and with the pipeline's budget (the same
@@ -34,11 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stages import scoring  # noqa: E402
-from stages.common import UserError, read_jsonl, run_main, write_json  # noqa: E402
+from pipeline import scoring  # noqa: E402
+from pipeline.common import UserError, read_jsonl, run_main, write_json  # noqa: E402
 from stages.eval import check_rows, select_rows  # noqa: E402
-from stages.generate import generate, load_model  # noqa: E402
-from stages.params import load_params  # noqa: E402
+from pipeline.generate import generate, load_model  # noqa: E402
+from pipeline.params import load_params  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         ours = generate(model, tokenizer, prompts, max_new_tokens=max_new, batch_size=batch_size)
         ours_cpu = time.process_time() - cpu
         agree = agreement(rows, notebook, ours.texts)
-        print(f"ours ({label}): stages.generate, batch {batch_size}, max_new_tokens {max_new}: {n} rows in "
+        print(f"ours ({label}): pipeline.generate, batch {batch_size}, max_new_tokens {max_new}: {n} rows in "
               f"{ours.seconds:.1f} s = {n / ours.seconds:.3f} examples/s ({ours_cpu:.1f} CPU s), "
               f"{ours.new_tokens / ours.seconds:.1f} generated tokens/s ({sum(not s for s in ours.stopped)} rows ran out of budget)")
         print(f"  speed-up: {notebook_s / ours.seconds:.1f}x examples/s (wall clock), {notebook_cpu / ours_cpu:.1f}x in CPU time "

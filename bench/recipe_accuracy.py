@@ -11,7 +11,7 @@ has native bf16). Then evaluates both fine-tuned models
 on the same held-out rows with the eval stage's code and prints exact match, name accuracy
 and argument F1 side by side, plus the per-step losses and training times.
 
-The hyperparameters are the offline demo's (stages/demo.py DEMO_PARAMS: LoRA, lr 1e-3,
+The hyperparameters are the offline demo's (commands/demo.py DEMO_PARAMS: LoRA, lr 1e-3,
 90 steps of 2 rows), which learn the task on a CPU in minutes; the notebook's own schedule
 (2 epochs of full fine-tuning at lr 1e-5) needs a GPU. What is compared is how a step is
 computed, which is what the fast recipe changes. Each recipe runs in its own process.
@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from stages.common import UserError, read_json, read_jsonl, run_main, write_json  # noqa: E402
-from stages.params import as_dict, load_params, parse_section  # noqa: E402
+from pipeline.common import UserError, read_json, read_jsonl, run_main, write_json  # noqa: E402
+from pipeline.params import as_dict, load_params, parse_section  # noqa: E402
 from train_bench import NOTEBOOK, model_forward_loss, notebook_precision, run_in_child  # noqa: E402
 
 RECIPES = ("notebook", "ours")
@@ -48,7 +48,7 @@ def demo_train_values(base: dict) -> dict:
     how a step is computed is what the two recipes compare)."""
     from ruamel.yaml import YAML
 
-    from stages.demo import DEMO_PARAMS
+    from commands.demo import DEMO_PARAMS
 
     yaml = YAML(typ="safe", pure=True)  # reads each value as `dvc exp run -S` does
     values = json.loads(json.dumps(base))
@@ -80,9 +80,9 @@ def run_child(spec_path: Path) -> None:
 
     from transformers import AutoTokenizer, TrainerCallback
 
-    from stages import scoring, train
+    from pipeline import scoring, train
     from stages.eval import check_rows, select_rows
-    from stages.generate import generate, load_model
+    from pipeline.generate import generate, load_model
 
     spec = read_json(spec_path)
     work = Path(spec["work"])
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = demo_train_values(as_dict(load_params("train", path=args.params)))
     if args.max_steps:
         demo["max_steps"] = args.max_steps
-    from stages.demo import DEMO_PARAMS
+    from commands.demo import DEMO_PARAMS
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="recipe-accuracy-") as tmp:

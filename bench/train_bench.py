@@ -52,8 +52,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages.common import UserError, read_json, run_main, write_json  # noqa: E402
-from stages.params import TrainParams, load_params, parse_section, as_dict  # noqa: E402
+from pipeline.common import UserError, read_json, run_main, write_json  # noqa: E402
+from pipeline.params import TrainParams, load_params, parse_section, as_dict  # noqa: E402
 
 # FunctionGemma 270M = Gemma 3 270M's architecture (config.json of google/functiongemma-270m-it).
 GEMMA3_270M = dict(

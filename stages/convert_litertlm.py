@@ -62,9 +62,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from stages import functiongemma as fg
-from stages.common import UserError, package_versions, read_jsonl, run_main, run_record, write_json
-from stages.params import ConvertParams, load_params
+from pipeline import functiongemma as fg
+from pipeline.common import UserError, package_versions, read_jsonl, run_main, run_record, write_json
+from pipeline.params import ConvertParams, load_params
 
 log = logging.getLogger("convert")
 
@@ -395,7 +395,7 @@ def run_pytorch(model_dir: Path, prompts: list[str], *, max_new_tokens: int) -> 
 
     One prompt per batch: no padding, so nothing but the model itself shapes the answer.
     """
-    from stages.generate import generate_texts, load_model
+    from pipeline.generate import generate_texts, load_model
 
     model, tokenizer = load_model(model_dir, device="cpu")
     texts = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=1)
@@ -438,7 +438,7 @@ def compare_answers(targets: list[list[dict]], pytorch: list[str], runtime: list
 
     `*_ids` are the token ids of each text without its stop token (both re-tokenized the same way).
     """
-    from stages.scoring import score_row
+    from pipeline.scoring import score_row
 
     n = len(targets)
     if not n or not (len(pytorch) == len(runtime) == len(pytorch_ids) == len(runtime_ids) == n):

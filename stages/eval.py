@@ -8,8 +8,8 @@
 
 Reads `eval.*` and the formatted eval rows (prompt + target_calls). Both models
 get the same prompts (`eval.limit` > 0 takes an evenly spaced, fixed subset)
-and are decoded greedily in batches (stages/generate.py); the output is scored
-by stages/scoring.py. Writes:
+and are decoded greedily in batches (pipeline/generate.py); the output is scored
+by pipeline/scoring.py. Writes:
 - `metrics/eval.json`: flat keys `<metric>_<model>` for model `finetuned` and
   `base`, and `<metric>_delta` = fine-tuned minus base. `exact_match_*` is
   FORMAT.md's reference metric; the finer metrics sit beside it; throughput
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages import scoring
-from stages.common import UserError, read_jsonl, run_main, run_record, write_json, write_jsonl
-from stages.generate import Generation, check_model_folder, generate, load_model
-from stages.params import EvalParams, load_params
+from pipeline import scoring
+from pipeline.common import UserError, read_jsonl, run_main, run_record, write_json, write_jsonl
+from pipeline.generate import Generation, check_model_folder, generate, load_model
+from pipeline.params import EvalParams, load_params
 
 log = logging.getLogger("eval")
 

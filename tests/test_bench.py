@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from stages import train
-from stages.common import read_json
-from stages.params import as_dict, load_params
+from pipeline.common import read_json
+from pipeline.params import as_dict, load_params
 from tests.test_train import BOS_ID, golden, quick_config, tokenizer, train_params  # noqa: F401 (tokenizer: fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_train_bench_runs_and_reports_the_same_losses(tmp_path, capsys):
 
 
 def test_train_bench_rejects_unknown_recipes():
-    from stages.common import UserError
+    from pipeline.common import UserError
 
     with pytest.raises(UserError, match="unknown recipes"):
         train_bench.main(["--synthetic", "--tiny", "--only", "notebook,fastest"])

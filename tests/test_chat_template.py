@@ -1,4 +1,4 @@
-"""stages/chat_template.jinja must render exactly what stages/functiongemma.py renders.
+"""pipeline/chat_template.jinja must render exactly what pipeline/functiongemma.py renders.
 
 The template is rendered through transformers' own `render_jinja_template` (the code
 `tokenizer.apply_chat_template` runs: sandboxed Jinja with trim_blocks/lstrip_blocks,
@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from stages.functiongemma import BOS, render_completion, render_conversation, render_prompt, render_row
+from pipeline.functiongemma import BOS, render_completion, render_conversation, render_prompt, render_row
 from tests.test_functiongemma import _golden
 
 ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE = (ROOT / "stages" / "chat_template.jinja").read_text()
+TEMPLATE = (ROOT / "pipeline" / "chat_template.jinja").read_text()
 
 
 def apply_template(messages: list[dict], tools: list[dict] | None, add_generation_prompt: bool) -> str:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from stages import convert_litertlm as cv
-from stages import functiongemma as fg
-from stages.common import UserError, read_json
-from stages.params import ConvertParams, read_yaml
+from pipeline import functiongemma as fg
+from pipeline.common import UserError, read_json
+from pipeline.params import ConvertParams, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CALL = "<start_function_call>call:show_map{query:<escape>Paris<escape>}<end_function_call><start_function_response>"
@@ -275,7 +275,7 @@ def gguf_base(tmp_path_factory):
     import os
 
     from stages.fetch import fetch_model
-    from stages.params import load_params
+    from pipeline.params import load_params
 
     model = load_params("model", path=ROOT / "params.yaml")
     cache = os.environ.get("PIPELINE_TEST_CACHE")

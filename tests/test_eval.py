@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from stages import eval as eval_stage
-from stages import functiongemma as fg
-from stages import scoring
-from stages.common import UserError, read_json
-from stages.generate import Generation
+from pipeline import functiongemma as fg
+from pipeline import scoring
+from pipeline.common import UserError, read_json
+from pipeline.generate import Generation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -234,7 +234,7 @@ def test_dvc_renders_the_plots_and_diffs_the_metrics(tmp_path):
 
     def write_outputs(texts: list[str]) -> None:
         results = results_for(rows, {"finetuned": texts, "base": ["x", "y", "z"]})
-        from stages.common import write_json
+        from pipeline.common import write_json
         write_json(repo / "metrics/eval.json", eval_stage.build_metrics(results))
         write_json(repo / "metrics/eval_per_function.json", scoring.per_function({k: r.scores for k, r in results.items()}))
         write_json(repo / "metrics/eval_confusion.json", eval_stage.confusion_records(results["finetuned"].scores))

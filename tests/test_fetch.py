@@ -14,9 +14,9 @@ import pytest
 from huggingface_hub import errors as hf_errors
 
 from stages import fetch
-from stages import functiongemma as fg
-from stages.common import UserError
-from stages.params import load_params, parse_section, read_yaml
+from pipeline import functiongemma as fg
+from pipeline.common import UserError
+from pipeline.params import load_params, parse_section, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "mobile_actions_sample.jsonl"

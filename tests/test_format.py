@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stages import format as format_stage
-from stages.common import UserError, read_jsonl
+from pipeline.common import UserError, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "mobile_actions_sample.jsonl"
@@ -84,7 +84,7 @@ def test_skip_drops_and_counts(tmp_path, tiny_base):
 
 
 def test_formatted_sample_matches_the_renderer_and_counts(formatted_sample):
-    from stages import functiongemma as fg
+    from pipeline import functiongemma as fg
 
     raw = [r for _, r, _ in read_jsonl(SAMPLE)]
     train = [r for _, r, _ in read_jsonl(formatted_sample / "train.jsonl")]

@@ -1,4 +1,4 @@
-"""Unit and property tests for stages/functiongemma.py (the FunctionGemma format).
+"""Unit and property tests for pipeline/functiongemma.py (the FunctionGemma format).
 
 .venv/bin/python -m pytest -q tests/test_functiongemma.py
 """
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.functiongemma import (
+from pipeline.functiongemma import (
     END_CALL,
     END_OF_TURN,
     EOS,

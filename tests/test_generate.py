@@ -1,4 +1,4 @@
-"""Batched greedy generation (stages/generate.py) on the tiny random Gemma 3 (and, marked slow, the real 270M)."""
+"""Batched greedy generation (pipeline/generate.py) on the tiny random Gemma 3 (and, marked slow, the real 270M)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stages import functiongemma as fg
-from stages.common import UserError
-from stages.generate import encode_prompts, generate, generate_texts, length_sorted_batches, load_model
+from pipeline import functiongemma as fg
+from pipeline.common import UserError
+from pipeline.generate import encode_prompts, generate, generate_texts, length_sorted_batches, load_model
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 STOP_IDS = (50, 106, 1)  # <start_function_response>, <end_of_turn>, <eos>
@@ -151,7 +151,7 @@ def real_base(tmp_path_factory) -> Path:
     if ready:
         return Path(ready)
     from stages.fetch import fetch_model
-    from stages.params import load_params
+    from pipeline.params import load_params
 
     model = load_params("model", path=Path(__file__).resolve().parents[1] / "params.yaml")
     folder = tmp_path_factory.mktemp("base-gguf") / "base"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.params import SECTIONS, ParamsError, load_params, parse_section, read_yaml
+from pipeline.params import SECTIONS, ParamsError, load_params, parse_section, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 

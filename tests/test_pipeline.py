@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
 # what a pipeline run needs from the repository (not .venv, not outputs)
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "data/sample", "pyproject.toml", ".gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "pipeline", "commands", "data/sample", "pyproject.toml", ".gitignore"]
 
 
 def run(cmd: list[str], cwd: Path, timeout: int = 600) -> str:

@@ -1,4 +1,4 @@
-"""The predict command (stages/predict.py)."""
+"""The predict command (commands/predict.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stages import functiongemma as fg
-from stages import predict
-from stages.common import UserError
+from pipeline import functiongemma as fg
+from commands import predict
+from pipeline.common import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
@@ -98,13 +98,13 @@ def test_predict_sends_the_request_through_the_mobile_actions_prompt(tiny_base, 
 
 
 def _generation(text: str):
-    from stages.generate import Generation
+    from pipeline.generate import Generation
 
     return Generation(texts=[text], token_ids=[[1]], stopped=[True], prompt_tokens=[5], seconds=0.1)
 
 
 def test_missing_model_folder_is_one_line_and_exit_code_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "stages.predict", "Turn on the flashlight", "--model", str(tmp_path / "nope")],
+    done = subprocess.run([sys.executable, "-m", "commands.predict", "Turn on the flashlight", "--model", str(tmp_path / "nope")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [

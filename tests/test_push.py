@@ -1,4 +1,4 @@
-"""`make push` (stages/push.py): files, model card and errors, with the hub faked at huggingface_hub's HfApi."""
+"""`make push` (commands/push.py): files, model card and errors, with the hub faked at huggingface_hub's HfApi."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import huggingface_hub
 import pytest
 from huggingface_hub import errors as hf_errors
 
-from stages import push
-from stages.common import UserError, write_json
+from commands import push
+from pipeline.common import UserError, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_FAKEpushTokenThatMustNeverBeWritten42"
@@ -220,4 +220,4 @@ def test_make_push_without_repo_is_one_clear_error():
     result = subprocess.run(["make", "-n", "--no-print-directory", "push"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "name the Hugging Face repo to push to: make push REPO=user/name" in result.stderr
-    assert "pip install" not in result.stdout and "stages.push" not in result.stdout  # stops before `make setup`
+    assert "pip install" not in result.stdout and "commands.push" not in result.stdout  # stops before `make setup`

@@ -1,4 +1,4 @@
-"""`make report` (stages/report.py) and the pull-request workflow that posts it.
+"""`make report` (commands/report.py) and the pull-request workflow that posts it.
 
 A temporary git + DVC project with a one-stage pipeline whose metric follows
 `train.lr` stands in for the real pipeline (seconds, no model): two `dvc exp
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.report import render
+from commands.report import render
 from tests.test_pipeline import DVC, ROOT, make_project, run, set_params
 
 WORKFLOW = ROOT / ".github" / "workflows" / "pr.yml"

@@ -1,4 +1,4 @@
-"""Unit and property tests for stages/scoring.py (pure: no model)."""
+"""Unit and property tests for pipeline/scoring.py (pure: no model)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages import functiongemma as fg
-from stages import scoring
-from stages.scoring import NO_CALL, normalize_value, score_row, summarize
+from pipeline import functiongemma as fg
+from pipeline import scoring
+from pipeline.scoring import NO_CALL, normalize_value, score_row, summarize
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 

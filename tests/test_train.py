@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from stages import functiongemma as fg
+from pipeline import functiongemma as fg
 from stages import train
-from stages.common import UserError
-from stages.params import ParamsError, parse_section, read_yaml
+from pipeline.common import UserError
+from pipeline.params import ParamsError, parse_section, read_yaml
 from tests.test_pipeline import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,8 @@ def make_repo(tmp_path: Path, updates: dict[str, object], tiny_base: Path, forma
     repo.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, repo / name)
-    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("stages", "pipeline"):
+        shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
     set_params(repo / "params.yaml", updates)
     (repo / ".gitignore").write_text("__pycache__/\n/models/base\n/data/formatted\n")
     sh(["git", "init", "-q"], repo)

@@ -2,10 +2,10 @@
 
 This is the one place that knows the format (see ../shared/docs/FORMAT.md, the spec);
 format, train, eval, predict and convert import it. It is pure: no I/O, stdlib only.
-Its twin, stages/chat_template.jinja, renders the same bytes inside
+Its twin, pipeline/chat_template.jinja, renders the same bytes inside
 `tokenizer.apply_chat_template`; tests/test_chat_template.py keeps the two equal.
 
-    from stages.functiongemma import render_row, parse_output
+    from pipeline.functiongemma import render_row, parse_output
     render_row(row)            # {"prompt": "<bos><start_of_turn>developer\\n...", "completion": "..."}
     parse_output(generated)    # ParsedOutput(calls=[Call(...)], text="", malformed=False)
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 BOS, EOS, PAD = "<bos>", "<eos>", "<pad>"
@@ -51,6 +52,8 @@ FUNCTION_TOKENS: dict[int, str] = {
     51: END_RESPONSE,
     52: ESCAPE,
 }
+# The Jinja twin of this module, attached to every model folder the pipeline writes (a path, not read here).
+CHAT_TEMPLATE_FILE = Path(__file__).with_name("chat_template.jinja")
 STOP_TOKENS: tuple[str, ...] = (START_RESPONSE, END_OF_TURN, EOS)  # generation stops on any of these
 
 _MODEL_TURN = START_OF_TURN + "model\n"

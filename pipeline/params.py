@@ -1,6 +1,6 @@
 """Typed, validated parameters: one frozen dataclass per `params.yaml` section.
 
-    from stages.params import load_params
+    from pipeline.params import load_params
     data, model = load_params("data", "model")          # reads params.yaml
 
 `params.yaml` is the single source of values (the dataclasses carry no
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from stages.common import UserError
+from pipeline.common import UserError
 
 PARAMS_FILE = "params.yaml"
 

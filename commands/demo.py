@@ -1,7 +1,7 @@
 """The offline demo: every stage, on the real Gemma 3 270M, with no hub and no token.
 
     make demo                       # what a newcomer runs after `make setup`
-    python -m stages.demo [--name demo-x] [--set train.max_steps=80 ...]
+    python -m commands.demo [--name demo-x] [--set train.max_steps=80 ...]
 
 Runs the whole pipeline (fetch, format, train, eval, convert_litertlm) as a DVC
 experiment in a temporary copy of the repository (`dvc exp run --temp`), so the
@@ -31,7 +31,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from stages.common import UserError, run_main
+from pipeline.common import UserError, run_main
 
 
 # Overrides of params.yaml for the offline demo (a 2-core CPU, 20 minutes in all).

@@ -1,7 +1,7 @@
 """push: share the fine-tuned model on the Hugging Face Hub, with a generated model card.
 
     make push REPO=user/name [PRIVATE=1]
-    python -m stages.push --repo user/name [--private] [--include-litertlm | --no-include-litertlm] [--dry-run]
+    python -m commands.push --repo user/name [--private] [--include-litertlm | --no-include-litertlm] [--dry-run]
 
 Uploads, in one commit to the model repo `--repo` (created if missing):
 - `models/finetuned/`: the model and tokenizer files (safetensors, config, generation
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.common import UserError, read_json, run_main
+from pipeline.common import UserError, read_json, run_main
 from stages.fetch import hub_error, hub_token, is_connection_error
-from stages.params import as_dict, load_params
+from pipeline.params import as_dict, load_params
 
 log = logging.getLogger("push")
 

@@ -1,6 +1,6 @@
 """Batched greedy generation with the KV cache, shared by eval, predict and convert.
 
-    from stages.generate import load_model, generate_texts
+    from pipeline.generate import load_model, generate_texts
     model, tokenizer = load_model("models/finetuned")
     texts = generate_texts(model, tokenizer, prompts, max_new_tokens=128, batch_size=16)
 
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages import functiongemma as fg
-from stages.common import UserError
+from pipeline import functiongemma as fg
+from pipeline.common import UserError
 
 log = logging.getLogger("generate")
 

@@ -1,8 +1,8 @@
 """predict: run one request through a model and print the function calls it makes.
 
-    python -m stages.predict "Turn on the flashlight"
-    python -m stages.predict "Email ana@x.org about lunch" --model models/base --raw
-    python -m stages.predict "..." --tools my_tools.json --now 2026-01-16T09:30:00
+    python -m commands.predict "Turn on the flashlight"
+    python -m commands.predict "Email ana@x.org about lunch" --model models/base --raw
+    python -m commands.predict "..." --tools my_tools.json --now 2026-01-16T09:30:00
 
 Reads a model folder (default models/finetuned) and, optionally, a JSON file of
 tool declarations (a list of tools, or an object with a "tools" list; wrapped as
@@ -25,9 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from stages import functiongemma as fg
-from stages.common import UserError, run_main
-from stages.generate import generate, load_model
+from pipeline import functiongemma as fg
+from pipeline.common import UserError, run_main
+from pipeline.generate import generate, load_model
 
 log = logging.getLogger("predict")
 

@@ -2,7 +2,7 @@
 
     make report                       # main vs the workspace
     make report A=exp-1 B=exp-2       # two experiments (names from `dvc exp show`)
-    python -m stages.report --a main --b workspace
+    python -m commands.report --a main --b workspace
 
 Prints to stdout `dvc metrics diff --md A B` and `dvc params diff --md A B`
 under one heading each (only what changed, as DVC shows it). A and B are any
@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stages.common import UserError, run_main
+from pipeline.common import UserError, run_main
 
 log = logging.getLogger("report")
 

@@ -1,6 +1,6 @@
 """Scoring of generated function calls against target calls (pure: no I/O, no model).
 
-    from stages.scoring import score_row, summarize
+    from pipeline.scoring import score_row, summarize
     row = score_row(target_calls, generated_text)   # RowScore: exact, normalized, ...
     metrics = summarize([row, ...])                  # {"exact_match": 0.8, ...}
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any, Iterable
 
-from stages import functiongemma as fg
+from pipeline import functiongemma as fg
 
 NO_CALL = "(no call)"  # the confusion table's and per-function table's name for "no function"
 
