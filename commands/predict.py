@@ -23,158 +23,17 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from pipeline import functiongemma as fg
+from pipeline import mobile_actions
 from pipeline.common import UserError, run_main
 from pipeline.generate import generate, load_model
 
 log = logging.getLogger("predict")
 
-# The seven Mobile Actions functions, declared exactly as the data set's rows declare them.
-MOBILE_ACTIONS_TOOLS: list[dict[str, Any]] = [
-    {
-        "function": {
-            "name": "turn_on_flashlight",
-            "description": "Turns the flashlight on.",
-            "parameters": {
-                "type": "OBJECT",
-                "properties": {}
-            }
-        }
-    },
-    {
-        "function": {
-            "name": "turn_off_flashlight",
-            "description": "Turns the flashlight off.",
-            "parameters": {
-                "type": "OBJECT",
-                "properties": {}
-            }
-        }
-    },
-    {
-        "function": {
-            "name": "open_wifi_settings",
-            "description": "Opens the Wi-Fi settings.",
-            "parameters": {
-                "type": "OBJECT",
-                "properties": {}
-            }
-        }
-    },
-    {
-        "function": {
-            "name": "create_contact",
-            "description": "Creates a contact in the phone's contact list.",
-            "parameters": {
-                "type": "OBJECT",
-                "properties": {
-                    "last_name": {
-                        "type": "STRING",
-                        "description": "The last name of the contact."
-                    },
-                    "phone_number": {
-                        "type": "STRING",
-                        "description": "The phone number of the contact."
-                    },
-                    "email": {
-                        "type": "STRING",
-                        "description": "The email address of the contact."
-                    },
-                    "first_name": {
-                        "type": "STRING",
-                        "description": "The first name of the contact."
-                    }
-                },
-                "required": [
-                    "first_name",
-                    "last_name"
-                ]
-            }
-        }
-    },
-    {
-        "function": {
-            "name": "send_email",
-            "description": "Sends an email.",
-            "parameters": {
-                "type": "OBJECT",
-                "properties": {
-                    "subject": {
-                        "type": "STRING",
-                        "description": "The subject of the email."
-                    },
-                    "body": {
-                        "type": "STRING",
-                        "description": "The body of the email."
-                    },
-                    "to": {
-                        "type": "STRING",
-                        "description": "The email address of the recipient."
-                    }
-                },
-                "required": [
-                    "to",
-                    "subject"
-                ]
-            }
-        }
-    },
-    {
-        "function": {
-            "name": "show_map",
-            "description": "Shows a location on the map.",
-            "parameters": {
-                "type": "OBJECT",
-                "properties": {
-                    "query": {
-                        "type": "STRING",
-                        "description": "The location to search for. May be the name of a place, a business, or an address."
-                    }
-                },
-                "required": [
-                    "query"
-                ]
-            }
-        }
-    },
-    {
-        "function": {
-            "name": "create_calendar_event",
-            "description": "Creates a new calendar event.",
-            "parameters": {
-                "type": "OBJECT",
-                "properties": {
-                    "title": {
-                        "type": "STRING",
-                        "description": "The title of the event."
-                    },
-                    "datetime": {
-                        "type": "STRING",
-                        "description": "The date and time of the event in the format YYYY-MM-DDTHH:MM:SS."
-                    }
-                },
-                "required": [
-                    "title",
-                    "datetime"
-                ]
-            }
-        }
-    }
-]
-
-
 def developer_message(now: datetime) -> dict[str, str]:
     """The Mobile Actions developer turn for a given moment."""
-    return {
-        "role": "developer",
-        "content": (
-            f"Current date and time given in YYYY-MM-DDTHH:MM:SS format: {now:%Y-%m-%dT%H:%M:%S}\n"
-            f"Day of week is {now:%A}\n"
-            "You are a model that can do function calling with the following functions\n"
-        ),
-    }
+    return {"role": "developer", "content": mobile_actions.developer_text(now)}
 
 
 def build_prompt(request: str, tools: list[dict], now: datetime) -> str:
@@ -224,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("the request is empty: pass what the user asks, e.g. \"Turn on the flashlight\"")
     if args.max_new_tokens < 1:
         raise UserError("--max-new-tokens must be at least 1")
-    tools = read_tools(args.tools) if args.tools else MOBILE_ACTIONS_TOOLS
+    tools = read_tools(args.tools) if args.tools else mobile_actions.TOOLS
     prompt = build_prompt(args.request, tools, parse_now(args.now))
     model, tokenizer = load_model(args.model, device=args.device)
     result = generate(model, tokenizer, [prompt], max_new_tokens=args.max_new_tokens, batch_size=1, progress=False)

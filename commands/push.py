@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import mobile_actions
 from pipeline.common import UserError, read_json, run_main
 from stages.fetch import hub_error, hub_token, is_connection_error
 from pipeline.params import as_dict, load_params
@@ -218,14 +219,15 @@ def front_matter(inputs: CardInputs) -> str:
 
 def usage_section(inputs: CardInputs) -> str:
     litertlm = [p for p, _ in inputs.files if p.endswith(".litertlm")]
+    tool = json.dumps(mobile_actions.TOOLS[0], ensure_ascii=False)  # turn_on_flashlight, as the data set declares it
+    developer = json.dumps({"role": "developer", "content": mobile_actions.INSTRUCTION}, ensure_ascii=False)
     text = f"""```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{inputs.repo}")
 model = AutoModelForCausalLM.from_pretrained("{inputs.repo}")
-tools = [{{"type": "function", "function": {{"name": "turn_on_flashlight", "description": "Turns the flashlight on.",
-          "parameters": {{"type": "object", "properties": {{}}}}}}}}]
-messages = [{{"role": "developer", "content": "You are a model that can do function calling with the following functions"}},
+tools = [{tool}]
+messages = [{developer},
             {{"role": "user", "content": "Turn on the flashlight"}}]
 inputs = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
                                        return_dict=True, return_tensors="pt")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import functiongemma as fg
+from pipeline import mobile_actions
 from commands import predict
 from pipeline.common import UserError
 
@@ -30,7 +31,7 @@ def test_default_tools_are_the_seven_mobile_actions_functions_as_the_data_declar
     rows = [r for r in golden_rows() if len(r["tools"]) == 7]
     assert rows
     for row in rows:
-        assert {t["function"]["name"]: t for t in row["tools"]} == {t["function"]["name"]: t for t in predict.MOBILE_ACTIONS_TOOLS}
+        assert {t["function"]["name"]: t for t in row["tools"]} == {t["function"]["name"]: t for t in mobile_actions.TOOLS}
 
 
 def test_prompt_is_the_data_sets_prompt_for_the_same_moment_and_request():
@@ -92,7 +93,7 @@ def test_predict_sends_the_request_through_the_mobile_actions_prompt(tiny_base, 
 
     monkeypatch.setattr(predict, "generate", fake_generate)
     predict.main(["Where is Lisbon?", "--model", str(tiny_base), "--now", NOW, "--max-new-tokens", "9"])
-    assert seen["prompts"] == [predict.build_prompt("Where is Lisbon?", predict.MOBILE_ACTIONS_TOOLS, datetime.fromisoformat(NOW))]
+    assert seen["prompts"] == [predict.build_prompt("Where is Lisbon?", mobile_actions.TOOLS, datetime.fromisoformat(NOW))]
     assert seen["max_new_tokens"] == 9
     assert json.loads(capsys.readouterr().out) == [{"name": "show_map", "arguments": {"query": "Lisbon"}}]
 

@@ -67,54 +67,18 @@ MULTI_CALL_RATE = 0.125  # share of rows that ask for two calls
 TYPO_RATE = 0.07  # share of rows with one typo in the request's own words (never in a value)
 TERSE_RATE = 0.12  # share of rows typed all lower-case with no final punctuation
 
-DEVELOPER_TEMPLATE = (
-    "Current date and time given in YYYY-MM-DDTHH:MM:SS format: {now}\n"
-    "Day of week is {weekday}\n"
-    "You are a model that can do function calling with the following functions\n"
-)
-
-# The seven tools with the descriptions and `required` order of the real rows.
-# Properties are listed in signature order; every row shuffles both levels.
-TOOLS = (
-    ("turn_on_flashlight", "Turns the flashlight on.", (), ()),
-    ("turn_off_flashlight", "Turns the flashlight off.", (), ()),
-    ("open_wifi_settings", "Opens the Wi-Fi settings.", (), ()),
+# The seven tools and the developer turn of the real rows: pipeline/mobile_actions.json, their one
+# source (properties listed in signature order; every row shuffles both levels).
+TASK = json.loads((Path(__file__).resolve().parents[2] / "pipeline" / "mobile_actions.json").read_text(encoding="utf-8"))
+DEVELOPER_TEMPLATE = TASK["developer_template"].replace("{instruction}", TASK["instruction"])
+TOOLS = tuple(
     (
-        "create_contact",
-        "Creates a contact in the phone's contact list.",
-        (
-            ("first_name", "The first name of the contact."),
-            ("last_name", "The last name of the contact."),
-            ("phone_number", "The phone number of the contact."),
-            ("email", "The email address of the contact."),
-        ),
-        ("first_name", "last_name"),
-    ),
-    (
-        "send_email",
-        "Sends an email.",
-        (
-            ("to", "The email address of the recipient."),
-            ("subject", "The subject of the email."),
-            ("body", "The body of the email."),
-        ),
-        ("to", "subject"),
-    ),
-    (
-        "show_map",
-        "Shows a location on the map.",
-        (("query", "The location to search for. May be the name of a place, a business, or an address."),),
-        ("query",),
-    ),
-    (
-        "create_calendar_event",
-        "Creates a new calendar event.",
-        (
-            ("title", "The title of the event."),
-            ("datetime", "The date and time of the event in the format YYYY-MM-DDTHH:MM:SS."),
-        ),
-        ("title", "datetime"),
-    ),
+        fn["name"],
+        fn["description"],
+        tuple((prop, spec["description"]) for prop, spec in fn["parameters"]["properties"].items()),
+        tuple(fn["parameters"].get("required", ())),
+    )
+    for fn in (tool["function"] for tool in TASK["tools"])
 )
 PROPERTY_ORDER = {name: tuple(p for p, _ in props) for name, _, props, _ in TOOLS}
 
