@@ -37,16 +37,16 @@ convert: setup  ## the mobile artifact: models/litertlm/*.litertlm
 bench: bench-train bench-eval  ## train and eval speed: the notebook's recipe vs ours, side by side
 
 bench-train: setup  ## train tokens/s: the notebook's recipe vs our default (and each change alone), alternating runs
-	$(PY) bench/train_bench.py --model models/base --data data/formatted/train.jsonl --grad-accum 2 --steps 1 --warmup 1 --rounds 2
+	$(PY) bench/train_bench.py --grad-accum 2 --steps 1 --warmup 1 --rounds 2
 
 bench-eval: setup  ## eval examples/s: the notebook's per-prompt pipeline vs our batched generation
-	$(PY) bench/eval_bench.py --model models/base --data data/formatted/eval.jsonl --examples 32
+	$(PY) bench/eval_bench.py --examples 32
 
 bench-gpu: setup  ## the GPU benchmark: random-init FunctionGemma 270M, ~650-token rows, notebook vs ours (bf16)
 	$(PY) bench/train_bench.py --synthetic --steps 5 --warmup 2 --rounds 2
 
 bench-accuracy: setup  ## the accuracy guard: notebook vs our recipe, same hyperparameters, held-out exact match
-	$(PY) bench/recipe_accuracy.py --base models/base --data-dir data/formatted --eval-rows 150
+	$(PY) bench/recipe_accuracy.py --eval-rows 150
 
 sample:  ## regenerate the committed synthetic sample (deterministic)
 	$(PY) data/sample/generate.py

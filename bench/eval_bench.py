@@ -35,9 +35,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import scoring  # noqa: E402
-from pipeline.common import UserError, read_jsonl, run_main, write_json  # noqa: E402
-from stages.eval import check_rows, select_rows  # noqa: E402
+from pipeline.common import run_main, write_json  # noqa: E402
+from pipeline.examples import read_examples, select_rows  # noqa: E402
 from pipeline.generate import generate, load_model  # noqa: E402
+from pipeline.layout import stage_path  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -87,8 +88,8 @@ def agreement(rows: list[dict], notebook: list[str], ours: list[str]) -> dict[st
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("models/base"))
-    parser.add_argument("--data", type=Path, default=Path("data/formatted/eval.jsonl"))
+    parser.add_argument("--model", type=Path, help="model folder (default: the fetch stage's base model, from dvc.yaml)")
+    parser.add_argument("--data", type=Path, help="formatted eval rows (default: the eval stage's, from dvc.yaml)")
     parser.add_argument("--params", default="params.yaml", help="eval.batch_size and eval.max_new_tokens come from here")
     parser.add_argument("--examples", type=int, default=32, help="rows, evenly spaced over --data as eval.limit picks them")
     parser.add_argument("--batch-size", type=int, help="override eval.batch_size")
@@ -105,9 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params("eval", path=args.params)
     batch_size = args.batch_size or params.batch_size
     budget = args.max_new_tokens or params.max_new_tokens
-    if not args.data.exists():
-        raise UserError(f"{args.data} not found: run `dvc repro format` or pass --data")
-    rows = select_rows(check_rows(list(read_jsonl(args.data)), args.data), args.examples)
+    args.model = args.model or stage_path("fetch", "--model-dir")
+    args.data = args.data or stage_path("eval", "--data")
+    rows = select_rows(read_examples(args.data), args.examples)
     prompts = [r["prompt"] for r in rows]
     model, tokenizer = load_model(args.model)
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]

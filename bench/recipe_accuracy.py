@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline.common import UserError, read_json, read_jsonl, run_main, write_json  # noqa: E402
+from pipeline.common import UserError, read_json, run_main, write_json  # noqa: E402
+from pipeline.layout import stage_path  # noqa: E402
 from pipeline.params import as_dict, load_params, parse_section  # noqa: E402
 from train_bench import NOTEBOOK, model_forward_loss, notebook_precision, run_in_child  # noqa: E402
 
@@ -80,22 +81,24 @@ def run_child(spec_path: Path) -> None:
 
     from transformers import AutoTokenizer, TrainerCallback
 
-    from pipeline import scoring, train
-    from stages.eval import check_rows, select_rows
+    from pipeline import scoring
+    from pipeline.examples import read_examples, select_rows
     from pipeline.generate import generate, load_model
+    from pipeline.hardware import detect_device
+    from stages import train
 
     spec = read_json(spec_path)
     work = Path(spec["work"])
     params = parse_section("train", spec["train"])
-    device = train.detect_device()
+    device = detect_device()
     precision, optim = train.plan_hardware(params, device)
     if spec["recipe"] == "notebook" and params.precision == "auto":
         precision = notebook_precision(device)
     tokenizer = AutoTokenizer.from_pretrained(spec["base"])
     data = Path(spec["data_dir"])
-    examples, _, _ = train.build_examples(tokenizer, train.read_examples(data / "train.jsonl"), params.max_length)
+    examples, _, _ = train.build_examples(tokenizer, read_examples(data / "train.jsonl"), spec["max_length"])
     config = train.sft_config(params, work / "ck", precision, optim, has_eval=False, use_cpu=device == "cpu",
-                              save_strategy="no", report_to=[], disable_tqdm=True)
+                              max_length=spec["max_length"], save_strategy="no", disable_tqdm=True)
 
     class Losses(TrainerCallback):
         def __init__(self):
@@ -117,7 +120,7 @@ def run_child(spec_path: Path) -> None:
     del trainer
     gc.collect()
 
-    rows = select_rows(check_rows(list(read_jsonl(data / "eval.jsonl")), data / "eval.jsonl"), spec["eval_rows"])
+    rows = select_rows(read_examples(data / "eval.jsonl"), spec["eval_rows"])
     model, tokenizer = load_model(work / "model")
     generation = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=spec["max_new_tokens"],
                           batch_size=spec["batch_size"], progress=False)
@@ -130,8 +133,8 @@ def run_child(spec_path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, default=Path("models/base"), help="base model folder (the offline 270M)")
-    parser.add_argument("--data-dir", type=Path, default=Path("data/formatted"), help="formatted sample: train.jsonl, eval.jsonl")
+    parser.add_argument("--base", type=Path, help="base model folder (default: the fetch stage's, from dvc.yaml)")
+    parser.add_argument("--data-dir", type=Path, help="formatted train.jsonl + eval.jsonl (default: the format stage's)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--eval-rows", type=int, default=150, help="held-out rows, evenly spaced (0 = all)")
     parser.add_argument("--max-steps", type=int, help="override the demo's train.max_steps (a quick check)")
@@ -140,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         return run_child(args.child)
+    # absolute: the runs happen in child processes in a temporary folder
+    args.base = (args.base or stage_path("fetch", "--model-dir")).resolve()
+    args.data_dir = (args.data_dir or stage_path("format", "--out-dir")).resolve()
     for path in (args.base / "config.json", args.data_dir / "train.jsonl", args.data_dir / "eval.jsonl"):
         if not path.exists():
             raise UserError(f"{path} not found: run `dvc repro format` on the demo sources or pass --base/--data-dir")
@@ -157,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
             values = recipe_values(recipe, demo)
             parse_section("train", values)  # fail before any training
             spec = {"recipe": recipe, "train": values, "base": str(args.base), "data_dir": str(args.data_dir),
+                    "max_length": load_params("format", path=args.params).max_length,
                     "eval_rows": args.eval_rows, "work": str(work),
                     "batch_size": int(DEMO_PARAMS["eval.batch_size"]), "max_new_tokens": int(DEMO_PARAMS["eval.max_new_tokens"])}
             print(f"{recipe}: training {values['max_steps']} steps of {values['per_device_batch_size']} rows "

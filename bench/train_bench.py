@@ -53,7 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.common import UserError, read_json, run_main, write_json  # noqa: E402
-from pipeline.params import TrainParams, load_params, parse_section, as_dict  # noqa: E402
+from pipeline.layout import stage_path  # noqa: E402
+from pipeline.params import TrainParams, as_dict, load_params, parse_section  # noqa: E402
 
 # FunctionGemma 270M = Gemma 3 270M's architecture (config.json of google/functiongemma-270m-it).
 GEMMA3_270M = dict(
@@ -70,7 +71,7 @@ TINY = dict(GEMMA3_270M, hidden_size=64, intermediate_size=128, num_hidden_layer
 
 NOTEBOOK = dict(per_device_batch_size=4, gradient_accumulation_steps=8, optim="adamw_torch_fused", packing=False,
                 padding_free=False, gradient_checkpointing=True, attn_implementation="eager", skip_prompt_logits=False,
-                torch_compile=False, loss_type="nll", precision="auto", max_length=997,
+                torch_compile=False, loss_type="nll", precision="auto",
                 lora={"enabled": False})
 # One change each, on top of the notebook's recipe.
 ABLATIONS = {
@@ -182,11 +183,12 @@ def run_child(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoConfig, AutoTokenizer, TrainerCallback
 
+    from pipeline.hardware import detect_device
     from stages import train
 
     spec = read_json(args.child)
     params = parse_section("train", spec["params"])
-    device = train.detect_device()
+    device = detect_device()
     precision, optim = train.plan_hardware(params, device)
     model_dtype = None
     if spec["recipe"] != "ours" and params.precision == "auto":
@@ -197,7 +199,7 @@ def run_child(args: argparse.Namespace) -> None:
     examples = [json.loads(line) for line in Path(spec["examples"]).read_text().splitlines()]
     steps = spec["warmup"] + spec["steps"]
     config = train.sft_config(params, Path(spec["work"]) / "ck", precision, optim, has_eval=False, use_cpu=device == "cpu",
-                              max_steps=steps, save_strategy="no", report_to=[], logging_steps=1,
+                              max_length=spec["max_length"], max_steps=steps, save_strategy="no", logging_steps=1,
                               disable_tqdm=True, dataloader_num_workers=0)
 
     class Recorder(TrainerCallback):
@@ -254,8 +256,9 @@ def run_child(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- the comparison (parent)
 
 
-def prepare_data(args: argparse.Namespace, work: Path, needed: int) -> tuple[Path, Path, str]:
+def prepare_data(args: argparse.Namespace, work: Path, needed: int, max_length: int) -> tuple[Path, Path, str]:
     """(model folder, examples file, description) for the runs."""
+    from pipeline.examples import read_examples
     from stages import train
 
     if args.synthetic:
@@ -269,9 +272,9 @@ def prepare_data(args: argparse.Namespace, work: Path, needed: int) -> tuple[Pat
         model = args.model
         if not (model / "config.json").exists():
             raise UserError(f"{model} is not a model folder: run `dvc repro fetch` or pass --model (or use --synthetic)")
-        rows = train.read_examples(args.data)
+        rows = read_examples(args.data)
         tokenizer = AutoTokenizer.from_pretrained(model)
-        examples, _, _ = train.build_examples(tokenizer, rows[: max(needed, 1)], 997)
+        examples, _, _ = train.build_examples(tokenizer, rows[: max(needed, 1)], max_length)
         if len(examples) < needed:
             raise UserError(f"{args.data} has {len(examples)} usable rows; the runs need {needed}: lower --steps or --batch-size")
         what = f"{model}, first {needed} rows of {args.data}"
@@ -297,12 +300,13 @@ def run_in_child(script: str, spec: dict) -> dict:
     return read_json(work / "result.json")
 
 
-def run_one(recipe: str, params: TrainParams, model: Path, examples: Path, args: argparse.Namespace, work: Path) -> dict:
+def run_one(recipe: str, params: TrainParams, model: Path, examples: Path, args: argparse.Namespace, work: Path,
+            max_length: int) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"{recipe.strip('+-')}-", dir=work))
     started = time.perf_counter()
     result = run_in_child(__file__, {"recipe": recipe, "params": as_dict(params), "model": str(model),
                                      "examples": str(examples), "warmup": args.warmup, "steps": args.steps,
-                                     "work": str(run_dir)})
+                                     "work": str(run_dir), "max_length": max_length})
     result["wall_seconds"] = time.perf_counter() - started
     return result
 
@@ -325,8 +329,8 @@ def summarize(results: list[dict], recipes: list[str]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("models/base"))
-    parser.add_argument("--data", type=Path, default=Path("data/formatted/train.jsonl"))
+    parser.add_argument("--model", type=Path, help="base model folder (default: the fetch stage's, from dvc.yaml)")
+    parser.add_argument("--data", type=Path, help="formatted train rows (default: train.jsonl of the format stage's output)")
     parser.add_argument("--params", default="params.yaml", help="the train section `ours` runs (and lr/schedule of all)")
     parser.add_argument("--synthetic", action="store_true", help="random-init 270M and random rows (the GPU benchmark)")
     parser.add_argument("--tiny", action="store_true", help="with --synthetic: a tiny model (the benchmark's own smoke test)")
@@ -345,7 +349,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
         raise UserError("--steps and --rounds must be at least 1, --warmup at least 0")
 
+    if not args.synthetic:  # absolute: the runs happen in child processes in a temporary folder
+        args.model = (args.model or stage_path("fetch", "--model-dir")).resolve()
+        args.data = (args.data or stage_path("format", "--out-dir") / "train.jsonl").resolve()
     base = as_dict(load_params("train", path=args.params))
+    max_length = load_params("format", path=args.params).max_length
     recipes = ["notebook", "ours"] + (list(ABLATIONS) if args.ablation else [])
     if args.only:
         recipes = [r for r in args.only.split(",") if r]
@@ -362,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         work = Path(tmp)
-        model, examples, what = prepare_data(args, work, needed)
+        model, examples, what = prepare_data(args, work, needed, max_length)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         print(f"{what}; {next(iter(per_step.values()))} sequences per optimizer step "
               f"({params[recipes[0]].per_device_batch_size} x {params[recipes[0]].gradient_accumulation_steps}); "
@@ -372,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
         results = []
         for round_ in range(args.rounds):
             for recipe in recipes if round_ % 2 == 0 else recipes[::-1]:
-                result = run_one(recipe, params[recipe], model, examples, args, work)
+                result = run_one(recipe, params[recipe], model, examples, args, work, max_length)
                 results.append(result)
                 print(f"  round {round_ + 1} {recipe:24s} {result['tokens_per_second']:10.1f} tokens/s "
                       f"{result['samples_per_second']:8.3f} samples/s  peak {result['peak_memory_gb']:.2f} GiB  "

@@ -6,6 +6,7 @@ Nothing here knows about a particular stage; the stages import it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -89,6 +90,24 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (model weights are GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def digest_files(*paths: str | Path) -> dict[str, str]:
+    """sha256 of every file under the given files/folders, keyed by path (sorted within each folder)."""
+    digests = {}
+    for root in map(Path, paths):
+        for path in sorted([root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())):
+            digests[str(path)] = sha256_file(path)
+    return digests
 
 
 def package_versions(*names: str) -> dict[str, str]:

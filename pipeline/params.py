@@ -119,7 +119,6 @@ class TrainParams:
     warmup_ratio: float = ranged(0.0, 1.0)
     weight_decay: float = ranged(0.0, 1.0)
     optim: Literal["adamw_torch_fused", "adamw_torch"]
-    max_length: int = ranged(16)
     gradient_checkpointing: bool
     packing: bool
     padding_free: bool
@@ -132,6 +131,7 @@ class TrainParams:
     save_strategy: Literal["epoch", "steps"]
     save_steps: int = ranged(1)
     save_total_limit: int = ranged(1)
+    keep_checkpoints: bool
     logging_steps: int = ranged(1)
     seed: int = ranged(0)
     torch_compile: bool
@@ -160,6 +160,8 @@ class EvalParams:
     max_new_tokens: int = ranged(1)
     limit: int = ranged(0)
     compare_base: bool
+    base_limit: int = ranged(0)
+    base_max_new_tokens: int = ranged(0)
 
 
 @dataclass(frozen=True)
@@ -167,9 +169,10 @@ class ConvertParams:
     quantize: Literal["dynamic_int8", "dynamic_int4_block32", "weight_only_int8", "none"]
     prefill_seq_lens: list[int]
     kv_cache_max_len: int = ranged(16)
-    verify_examples: int = ranged(1)  # verification is not optional: a silently broken export must not pass
-    verify_max_new_tokens: int = ranged(1)
-    min_agreement: float = ranged(0.0, 1.0)
+    limit: int = ranged(0)
+    max_exact_match_drop: float = ranged(0.0, 100.0)
+    min_call_agreement: float = ranged(0.0, 1.0)
+    constrained_decoding: bool
     output_name: str
     export_tflite: bool
     keep_intermediate: bool
@@ -180,8 +183,6 @@ class ConvertParams:
             errors.append("convert.prefill_seq_lens: give at least one positive prefill length, e.g. [256]")
         elif max(self.prefill_seq_lens) >= self.kv_cache_max_len:
             errors.append("convert.kv_cache_max_len must be larger than every convert.prefill_seq_lens entry")
-        if self.verify_max_new_tokens >= self.kv_cache_max_len:
-            errors.append("convert.verify_max_new_tokens must be smaller than convert.kv_cache_max_len (prompt and answer share the KV cache)")
         if not self.output_name or "/" in self.output_name or self.output_name.startswith("."):
             errors.append("convert.output_name: give a plain file name without '/' or a leading '.', e.g. functiongemma-finetuned")
         return errors

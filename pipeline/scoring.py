@@ -173,7 +173,8 @@ def per_function(rows_by_model: dict[str, list[RowScore]]) -> list[dict[str, Any
 
     A row counts for every distinct function among its targets; rows with no
     target call count under NO_CALL. Records are sorted by function name and
-    carry `rows` and `exact_match_<model>` for every model given.
+    carry `rows_<model>` and `exact_match_<model>` for every model given, and
+    `rows` (the first model's count).
     """
     names = sorted({name for rows in rows_by_model.values() for r in rows for name in (set(r.target_names) or {NO_CALL})})
     table = []
@@ -181,7 +182,8 @@ def per_function(rows_by_model: dict[str, list[RowScore]]) -> list[dict[str, Any
         record: dict[str, Any] = {"function": name}
         for model, rows in rows_by_model.items():
             hits = [r.exact for r in rows if name in (set(r.target_names) or {NO_CALL})]
-            record["rows"] = len(hits)
+            record.setdefault("rows", len(hits))  # the first model's (models may score different subsets)
+            record[f"rows_{model}"] = len(hits)
             record[f"exact_match_{model}"] = _rate(sum(hits), len(hits))
         table.append(record)
     return table

@@ -1,32 +1,40 @@
-"""Convert the fine-tuned model into a `.litertlm` bundle for phones, and prove it works by running it.
+"""Convert the fine-tuned model into a `.litertlm` bundle for phones, and judge it on every eval row as apps run it.
 
     dvc repro convert_litertlm        (or: make convert)
     python -m stages.convert_litertlm --params params.yaml --model models/finetuned \
-        --eval-data data/formatted/eval.jsonl --out-dir models/litertlm --metrics metrics/convert.json
+        --eval-data data/formatted/eval.jsonl --predictions data/eval/predictions.jsonl \
+        --out-dir models/litertlm --metrics metrics/convert.json --record metrics/record/convert.json
 
-Reads `models/finetuned/` (a Hugging Face Gemma 3 text folder: safetensors, tokenizer)
-and the first `convert.verify_examples` rows of `data/formatted/eval.jsonl`.
-Writes `models/litertlm/<convert.output_name>.litertlm` (for the Google AI Edge
-Gallery app and the LiteRT-LM runtime), optionally `<output_name>.tflite` and
-`intermediate/`, and `metrics/convert.json`.
+Reads `models/finetuned/` (a Hugging Face Gemma 3 text folder: safetensors, tokenizer), the rows the
+eval stage evaluated and the fine-tuned model's answers to them (`data/eval/predictions.jsonl`: the
+PyTorch side is read, never generated again), joined with their tools and messages from
+`data/formatted/eval.jsonl` (`convert.limit` > 0 checks that many of those rows, evenly spaced).
+Writes `models/litertlm/<convert.output_name>.litertlm` (for the Google AI Edge Gallery app and the
+LiteRT-LM runtime), optionally `<output_name>.tflite` and `intermediate/`, `metrics/convert.json`
+and `metrics/record/convert.json` (what made the run; not a metric).
 
-How it converts: litert-torch's `export_hf` exporter traces the model with the
-Hugging Face modeling code itself (no re-authored copy of Gemma 3, so no
-hand-mapped tensor names that could silently mismatch), writes one TFLite model
-with prefill signatures of `convert.prefill_seq_lens` tokens and a decode
-signature over a KV cache of `convert.kv_cache_max_len`, quantizes the weights
-(`convert.quantize`, see QUANT_RECIPES), and packs it with the model's own
-tokenizer and FunctionGemma's runtime metadata (`llm_metadata`): start token
-`<bos>`, stop tokens `<start_function_response>`, `<end_of_turn>`, `<eos>`,
-model type `function_gemma`, and the user/model turn markers.
+How it converts: litert-torch's `export_hf` exporter traces the model with the Hugging Face modeling
+code itself (no re-authored copy of Gemma 3, so no hand-mapped tensor names that could silently
+mismatch), writes one TFLite model with prefill signatures of `convert.prefill_seq_lens` tokens and a
+decode signature over a KV cache of `convert.kv_cache_max_len`, quantizes the weights
+(`convert.quantize`, see QUANT_RECIPES), and packs it with the model's own tokenizer and FunctionGemma's
+runtime metadata (`llm_metadata`): start token `<bos>`, stop tokens `<start_function_response>`,
+`<end_of_turn>`, `<eos>`, model type `function_gemma`, and pipeline/chat_template.jinja as the prompt
+template, with `use_template_for_fc_format` so tools reach it as JSON. The runtime's built-in
+FunctionGemma template renders an app's tools in the app's key order, adds a blank line after the
+developer text and keeps `return` and empty entries; with our template in the bundle the phone renders
+byte for byte the prompts the model was trained and evaluated on (tests/test_convert_litertlm.py).
 
-How it verifies: the bundle is loaded by the LiteRT-LM runtime (`litert-lm-api`)
-on the CPU, the verify prompts run through it greedily, and its answers are
-compared with the PyTorch model's greedy answers (float32 on the CPU) on the
-same prompts. A prompt agrees when both give the same parsed answer: the same
-calls, and the same text when there is any. An agreement below
-`convert.min_agreement` fails the stage (a silently broken export must never
-pass) and the bundle is deleted. The runtime's XNNPACK weight cache (as large as
+How it judges: every checked row runs through the LiteRT-LM runtime (CPU, greedy) two ways, each scored
+with the project's scorer against the row's target calls:
+- raw prompt: our rendered prompt in a Session (measures the converted weights);
+- as an app calls it: `create_conversation(messages=..., tools=...)` + `send_message(user turn)`, the
+  runtime rendering the prompt and parsing the calls (what a phone user gets);
+- optionally (`convert.constrained_decoding`) the app way with the runtime's constrained decoding.
+The gate: the stage fails, deleting the bundle, when either way's exact match is more than
+`convert.max_exact_match_drop` points below PyTorch's on the same rows, or when either way's calls
+equal PyTorch's on fewer than `convert.min_call_agreement` of the rows (only a broken export falls that
+low). The log names every row whose verdict changed. The runtime's XNNPACK weight cache (as large as
 the model) goes to a temporary folder, never into `models/litertlm/`.
 
 TensorFlow: litert-torch 0.10 imports `tensorflow.lite.python.schema_py_generated`
@@ -36,12 +44,9 @@ import is pointed at the copy of that schema that `ai-edge-litert` (a declared
 dependency of litert-torch) ships; see `tflite_schema_alias`. An installed
 TensorFlow is used as is.
 
-Measured on this repo's 2-core CPU with the real Gemma 3 270M: conversion 85-100 s at
-about 6 GB peak memory; the bundle is 285.6 MB with dynamic_int8 (1080 MB with none);
-the runtime then prefills about 1100 tokens/s and decodes about 60 tokens/s (int8).
-With `quantize: none` the runtime's greedy text equals PyTorch's on all 20 verify
-prompts (128 tokens each), so the export itself is exact; quantization is what can
-make answers drift.
+Measured on this repo's 2-core CPU with the real Gemma 3 270M: conversion 65-100 s at about 6 GB peak
+memory; the bundle is 285.6 MB with dynamic_int8 (1080 MB with none); bench/RESULTS.md has each
+quantization recipe's size, speed and exact match.
 """
 
 from __future__ import annotations
@@ -63,8 +68,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline import functiongemma as fg
+from pipeline import scoring
 from pipeline.common import UserError, package_versions, read_jsonl, run_main, run_record, write_json
+from pipeline.examples import read_examples, select_rows
+from pipeline.litertlm import AppAnswer, open_engine, rendered_prompt, run_conversations, run_prompts, runtime_prompt
 from pipeline.params import ConvertParams, load_params
+from pipeline.stats import accuracy_figures, paired_difference
 
 log = logging.getLogger("convert")
 
@@ -82,7 +91,7 @@ QUANT_RECIPES: dict[str, str] = {
 SUPPORTED_MODEL_TYPES = ("gemma3_text",)  # FunctionGemma is a Gemma 3 text model (Gemma3ForCausalLM)
 RUNTIME_MODEL_TYPE = "function_gemma"  # LiteRT-LM's model type for FunctionGemma (tool-call handling)
 
-SHOW_DIFFERENCES = 5  # differing verify answers printed to the log
+SHOW_CHANGED = 20  # rows whose verdict changed, named in the log (all of them are counted in the metrics)
 
 # Peak memory of a conversion, measured here: 6.1 GB for the 270M (268M parameters, 1.07 GB as
 # float32) and 1.4 GB for the tiny test model (17M parameters). The estimate
@@ -156,38 +165,50 @@ def check_memory(needed: int, available: int | None) -> None:
         )
 
 
-def read_eval_rows(path: Path, count: int) -> list[dict]:
-    """The first `count` rows of a formatted eval file, in file order (the same rows on every run)."""
+def read_predictions(path: Path, model: str = "finetuned") -> list[dict]:
+    """The eval stage's answers of one model, in its row order; bad lines named at once."""
     if not path.exists():
-        raise UserError(f"{path} not found: run `dvc repro format` first, or pass --eval-data with a formatted eval.jsonl")
+        raise UserError(f"{path} not found: run `dvc repro eval` first (the bundle is judged on the rows eval judged)")
     rows, bad = [], []
     for number, row, error in read_jsonl(path):
-        if row is None or "prompt" not in row or "target_calls" not in row:
-            bad.append(f"line {number}: {error or 'no prompt/target_calls'}")
-            continue
-        rows.append(row)
-        if len(rows) == count:
-            break
+        if row is not None and not (isinstance(row.get("id"), str) and isinstance(row.get("raw"), str)
+                                    and isinstance(row.get("model"), str)):
+            error = "needs string 'id', 'model' and 'raw'"
+        if error:
+            bad.append(f"line {number}: {error}")
+        elif row["model"] == model:
+            rows.append(row)
     if bad:
-        raise UserError(f"{path} is not a formatted eval file ({'; '.join(bad[:3])}): regenerate it with `dvc repro format`")
+        raise UserError(f"{path} is not the eval stage's predictions file ({'; '.join(bad[:3])}): re-run `dvc repro eval`")
     if not rows:
-        raise UserError(f"{path} has no rows to verify the converted model with: the eval split is empty")
+        raise UserError(f"{path} has no answers of the {model} model: re-run `dvc repro eval`")
     return rows
 
 
-def check_prompt_lengths(model_dir: Path, rows: list[dict], params: ConvertParams) -> None:
-    """Every verify prompt plus its answer budget must fit the KV cache (the runtime refuses more)."""
+def checked_rows(examples: list[dict], predictions: list[dict], limit: int) -> list[dict]:
+    """The eval rows the fine-tuned model answered (in that order, `limit` of them evenly spaced), each
+    with its PyTorch answer under `pytorch` (the raw text the eval stage generated)."""
+    by_id = {row["id"]: row for row in examples}
+    missing = [p for p in predictions if p["id"] not in by_id]
+    if missing:
+        raise UserError(f"{len(missing)} of the eval stage's predictions (e.g. eval line {missing[0].get('eval_line')}) "
+                        "are of rows that are not in the eval data: the two are from different runs; `dvc repro eval`")
+    return select_rows([{**by_id[p["id"]], "pytorch": p["raw"]} for p in predictions], limit)
+
+
+def check_prompt_lengths(model_dir: Path, rows: list[dict], params: ConvertParams, max_new_tokens: int) -> None:
+    """Every checked prompt plus its answer budget must fit the KV cache (the runtime refuses more)."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    room = params.kv_cache_max_len - params.verify_max_new_tokens
+    room = params.kv_cache_max_len - max_new_tokens
     for row in rows:
         length = len(tokenizer.encode(row["prompt"], add_special_tokens=False).ids)
         if length > room:
             raise UserError(
-                f"eval line {row.get('line', '?')} has a {length}-token prompt, which with "
-                f"convert.verify_max_new_tokens {params.verify_max_new_tokens} does not fit "
-                f"convert.kv_cache_max_len {params.kv_cache_max_len}: raise kv_cache_max_len (phones need the room too)"
+                f"eval line {row.get('_line', '?')} has a {length}-token prompt, which with eval.max_new_tokens "
+                f"{max_new_tokens} does not fit convert.kv_cache_max_len {params.kv_cache_max_len}: "
+                "raise kv_cache_max_len (phones need the room too)"
             )
 
 
@@ -195,7 +216,8 @@ def check_prompt_lengths(model_dir: Path, rows: list[dict], params: ConvertParam
 
 
 def build_llm_metadata(kv_cache_max_len: int):
-    """FunctionGemma's LiteRT-LM metadata (the proto the runtime and the Gallery app read)."""
+    """FunctionGemma's LiteRT-LM metadata (the proto the runtime and the Gallery app read), with our
+    chat template as the prompt template and tools handed to it as JSON (see the module docstring)."""
     from litert_lm_builder.runtime.proto import llm_metadata_pb2, llm_model_type_pb2
 
     meta = llm_metadata_pb2.LlmMetadata()
@@ -206,7 +228,9 @@ def build_llm_metadata(kv_cache_max_len: int):
     meta.prompt_templates.user.suffix = fg.END_OF_TURN + "\n"
     meta.prompt_templates.model.prefix = fg.START_OF_TURN + "model\n"
     meta.prompt_templates.model.suffix = fg.END_OF_TURN + "\n"
-    meta.llm_model_type.CopyFrom(llm_model_type_pb2.LlmModelType(function_gemma=llm_model_type_pb2.FunctionGemma()))
+    meta.llm_model_type.CopyFrom(llm_model_type_pb2.LlmModelType(
+        function_gemma=llm_model_type_pb2.FunctionGemma(use_template_for_fc_format=True)))
+    meta.jinja_prompt_template = fg.CHAT_TEMPLATE_FILE.read_text(encoding="utf-8")
     meta.max_num_tokens = kv_cache_max_len
     return meta
 
@@ -239,6 +263,8 @@ def describe_metadata(meta) -> dict[str, Any]:
         "start_token": meta.start_token.token_str or list(meta.start_token.token_ids.ids),
         "stop_tokens": [t.token_str or list(t.token_ids.ids) for t in meta.stop_tokens],
         "model_type": meta.llm_model_type.WhichOneof("model_type"),
+        "template_for_tool_format": meta.llm_model_type.function_gemma.use_template_for_fc_format,
+        "prompt_template_is_ours": meta.jinja_prompt_template == fg.CHAT_TEMPLATE_FILE.read_text(encoding="utf-8"),
         "max_num_tokens": meta.max_num_tokens,
     }
 
@@ -325,145 +351,76 @@ def exported_tflite(work_dir: Path) -> Path:
 # --------------------------------------------------------------------------- running the bundle
 
 
+# --------------------------------------------------------------------------- judging (pure)
+
+
 @dataclass(frozen=True)
-class RuntimeRun:
-    """What the LiteRT-LM runtime produced for the verify prompts."""
+class Judgement:
+    """Every checked row scored for PyTorch and each way of running the bundle."""
 
-    texts: list[str]
-    load_seconds: float  # engine creation (reads the bundle, builds the XNNPACK weight cache)
-    prefill_tokens: int
-    prefill_seconds: float
-    decode_tokens: int
-    decode_seconds: float
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        return self.prefill_tokens / self.prefill_seconds if self.prefill_seconds else 0.0
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        return self.decode_tokens / self.decode_seconds if self.decode_seconds else 0.0
+    rows: list[dict]
+    scores: dict[str, list[scoring.RowScore]]  # "pytorch", "litertlm_raw", "litertlm_app" (+ "_constrained")
 
 
-def runtime_prompt(prompt: str) -> str:
-    """The prompt as the runtime takes it: without the leading <bos>, which the runtime adds itself
-    (the bundle's start token); passing it too would give the model two."""
-    return prompt[len(fg.BOS):] if prompt.startswith(fg.BOS) else prompt
+def app_score(target: list[dict], answer: AppAnswer) -> scoring.RowScore:
+    """An app-way answer scored: the runtime's parsed calls; a turn it failed on is malformed."""
+    return scoring.score_calls(target, answer.calls, malformed=bool(answer.error), error=answer.error)
 
 
-def run_bundle(bundle: Path, prompts: list[str], *, max_new_tokens: int, progress: bool = True) -> RuntimeRun:
-    """Greedy answers of the LiteRT-LM runtime (CPU) to each prompt, one fresh session per prompt."""
-    import litert_lm
-    from tqdm import tqdm
-
-    litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
-    texts: list[str] = []
-    prefill_tokens = decode_tokens = 0
-    prefill_seconds = decode_seconds = 0.0
-    # The runtime writes an XNNPACK weight cache as large as the model: keep it out of the DVC output.
-    with tempfile.TemporaryDirectory(prefix="litertlm-cache-") as cache_dir:
-        started = time.perf_counter()
-        engine = litert_lm.Engine(str(bundle), backend=litert_lm.Backend.CPU(), cache_dir=cache_dir,
-                                  enable_benchmark=True)
-        load_seconds = time.perf_counter() - started
-        try:
-            for prompt in tqdm(prompts, unit="prompt", desc="litert-lm", disable=not progress, dynamic_ncols=True):
-                session = engine.create_session(
-                    apply_prompt_template=False,  # the prompts are already rendered FunctionGemma turns
-                    sampler_config=litert_lm.SamplerConfig(top_k=1),  # top-1: greedy, like the PyTorch side
-                    max_output_tokens=max_new_tokens,
-                )
-                try:
-                    session.run_prefill([runtime_prompt(prompt)])
-                    texts.append(session.run_decode().texts[0])
-                    info = session.get_benchmark_info()
-                finally:
-                    session.close()
-                prefill_tokens += info.last_prefill_token_count
-                decode_tokens += info.last_decode_token_count
-                if info.last_prefill_tokens_per_second > 0:
-                    prefill_seconds += info.last_prefill_token_count / info.last_prefill_tokens_per_second
-                if info.last_decode_tokens_per_second > 0:
-                    decode_seconds += info.last_decode_token_count / info.last_decode_tokens_per_second
-        finally:
-            engine.close()
-    return RuntimeRun(texts, load_seconds, prefill_tokens, prefill_seconds, decode_tokens, decode_seconds)
+def judge(rows: list[dict], raw_texts: list[str], app: dict[str, list[AppAnswer]]) -> Judgement:
+    scores = {"pytorch": [scoring.score_row(r["target_calls"], r["pytorch"]) for r in rows],
+              "litertlm_raw": [scoring.score_row(r["target_calls"], t) for r, t in zip(rows, raw_texts)]}
+    for way, answers in app.items():
+        scores[way] = [app_score(r["target_calls"], a) for r, a in zip(rows, answers)]
+    return Judgement(rows, scores)
 
 
-def run_pytorch(model_dir: Path, prompts: list[str], *, max_new_tokens: int) -> tuple[list[str], Any]:
-    """Greedy answers of the PyTorch model (float32 on the CPU, the exact reference), and its tokenizer.
-
-    One prompt per batch: no padding, so nothing but the model itself shapes the answer.
-    """
-    from pipeline.generate import generate_texts, load_model
-
-    model, tokenizer = load_model(model_dir, device="cpu")
-    texts = generate_texts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=1)
-    return texts, tokenizer
+def same_calls(a: scoring.RowScore, b: scoring.RowScore) -> bool:
+    """The two answers call the same functions with the same arguments (both readable, or both not)."""
+    return a.predicted == b.predicted and a.malformed == b.malformed
 
 
-# --------------------------------------------------------------------------- comparison (pure)
+def judgement_metrics(judged: Judgement) -> dict[str, Any]:
+    """Exact match of PyTorch and of each bundle way (n, Wilson 95% interval), each way's paired change
+    against PyTorch on the same rows (Newcombe 95% interval, exact McNemar p) and its call agreement."""
+    reference = judged.scores["pytorch"]
+    metrics: dict[str, Any] = {"rows_checked": len(judged.rows)}
+    for way, scores in judged.scores.items():
+        metrics.update(accuracy_figures(f"exact_match_{way}", [s.exact for s in scores]))
+    for way, scores in judged.scores.items():
+        if way == "pytorch":
+            continue
+        change = paired_difference([s.exact for s in reference], [s.exact for s in scores])
+        metrics.update({f"exact_match_change_{way}": change.difference, f"exact_match_change_{way}_ci_low": change.ci_low,
+                        f"exact_match_change_{way}_ci_high": change.ci_high, f"exact_match_change_{way}_p_value": change.p_value,
+                        f"rows_fixed_{way}": change.fixed, f"rows_broken_{way}": change.broken,
+                        f"call_agreement_{way}": sum(map(same_calls, reference, scores)) / len(scores) if scores else 0.0})
+    table = scoring.per_function({way: scores for way, scores in judged.scores.items()})
+    metrics["per_function"] = {r["function"]: {k.removeprefix("exact_match_"): v for k, v in r.items()
+                                               if k.startswith("exact_match_") or k == "rows"} for r in table}
+    return metrics
 
 
-def strip_stop(text: str) -> str:
-    """The text without the stop token that ended it (one side may include it, the other not)."""
-    for token in fg.STOP_TOKENS:
-        if text.endswith(token):
-            return text[: -len(token)]
-    return text
+def gate_failures(metrics: dict[str, Any], params: ConvertParams) -> list[str]:
+    """Why the bundle must not ship (empty: it may)."""
+    failures = []
+    for way in [k.removeprefix("call_agreement_") for k in metrics if k.startswith("call_agreement_")]:
+        drop = 100 * (metrics["exact_match_pytorch"] - metrics[f"exact_match_{way}"])
+        if drop > params.max_exact_match_drop:
+            failures.append(f"{way}: exact match {metrics[f'exact_match_{way}']:.1%} is {drop:.1f} points below PyTorch's "
+                            f"{metrics['exact_match_pytorch']:.1%} on the same {metrics['rows_checked']} rows "
+                            f"(convert.max_exact_match_drop {params.max_exact_match_drop:g})")
+        if metrics[f"call_agreement_{way}"] < params.min_call_agreement:
+            failures.append(f"{way}: its calls equal PyTorch's on only {metrics[f'call_agreement_{way}']:.0%} of the rows "
+                            f"(convert.min_call_agreement {params.min_call_agreement:.0%}), as only a broken export does")
+    return failures
 
 
-def same_answer(a: str, b: str) -> bool:
-    """Both texts give the same parsed answer: the same calls, the same text, equally well-formed."""
-    pa, pb = fg.parse_output(a), fg.parse_output(b)
-    return pa.calls == pb.calls and pa.text == pb.text and pa.malformed == pb.malformed
-
-
-def prefix_fraction(reference: list[int], other: list[int]) -> float:
-    """Share of the longer token sequence that both have in common from the start (1.0 if identical)."""
-    longest = max(len(reference), len(other))
-    if longest == 0:
-        return 1.0
-    common = 0
-    for x, y in zip(reference, other):
-        if x != y:
-            break
-        common += 1
-    return common / longest
-
-
-def compare_answers(targets: list[list[dict]], pytorch: list[str], runtime: list[str],
-                    pytorch_ids: list[list[int]], runtime_ids: list[list[int]]) -> dict[str, float]:
-    """Flat agreement and accuracy figures of the runtime against PyTorch on the same prompts.
-
-    `*_ids` are the token ids of each text without its stop token (both re-tokenized the same way).
-    """
-    from pipeline.scoring import score_row
-
-    n = len(targets)
-    if not n or not (len(pytorch) == len(runtime) == len(pytorch_ids) == len(runtime_ids) == n):
-        raise ValueError("compare_answers needs one PyTorch and one runtime answer per target, and at least one")
-    calls = [fg.parse_output(p).calls == fg.parse_output(r).calls for p, r in zip(pytorch, runtime)]
-    return {
-        "agreement": sum(same_answer(p, r) for p, r in zip(pytorch, runtime)) / n,
-        "call_agreement": sum(calls) / n,
-        "text_agreement": sum(strip_stop(p) == strip_stop(r) for p, r in zip(pytorch, runtime)) / n,
-        "token_prefix_agreement": sum(prefix_fraction(a, b) for a, b in zip(pytorch_ids, runtime_ids)) / n,
-        "exact_match_pytorch": sum(score_row(t, p).exact for t, p in zip(targets, pytorch)) / n,
-        "exact_match_litertlm": sum(score_row(t, r).exact for t, r in zip(targets, runtime)) / n,
-    }
-
-
-def agreement_failure(agreement: float, min_agreement: float, verified: int) -> str | None:
-    """The stage's verdict: None when the bundle passes, else the sentence that fails it."""
-    if agreement >= min_agreement:
-        return None
-    agreeing = round(agreement * verified)
-    return (
-        f"the converted model gives the same answer as PyTorch on only {agreeing} of {verified} verify prompts "
-        f"({agreement:.0%} < convert.min_agreement {min_agreement:.0%}), so the bundle was deleted: "
-        "set convert.quantize: none to tell quantization loss from a broken export, and see metrics/convert.json"
-    )
+def changed_verdicts(judged: Judgement) -> dict[str, list[tuple[dict, bool]]]:
+    """Per bundle way, the rows whose exact-match verdict differs from PyTorch's, with PyTorch's verdict."""
+    reference = judged.scores["pytorch"]
+    return {way: [(row, ref.exact) for row, ref, s in zip(judged.rows, reference, scores) if ref.exact != s.exact]
+            for way, scores in judged.scores.items() if way != "pytorch"}
 
 
 # --------------------------------------------------------------------------- main
@@ -477,7 +434,20 @@ def replace_outputs(out_dir: Path, name: str) -> None:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process since start, or since `reset_peak_rss` (Linux: VmHWM)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def reset_peak_rss() -> None:
+    """Start measuring the peak anew (so the runtime's peak is not the conversion's); a no-op where unsupported."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 def write_bundle(model_dir: Path, out_dir: Path, params: ConvertParams) -> tuple[Path, float, float]:
@@ -504,84 +474,60 @@ def write_bundle(model_dir: Path, out_dir: Path, params: ConvertParams) -> tuple
     return bundle, seconds, peak_mb
 
 
-@dataclass(frozen=True)
-class Verification:
-    """The verify prompts answered by PyTorch and by the bundle, and how the answers compare."""
-
-    pytorch: list[str]
-    pytorch_seconds: float
-    runtime: RuntimeRun
-    comparison: dict[str, float]
-
-
-def verify(bundle: Path, model_dir: Path, rows: list[dict], params: ConvertParams) -> Verification:
-    prompts = [row["prompt"] for row in rows]
-    log.info("verifying on %d eval prompts (greedy, up to %d new tokens each)", len(prompts), params.verify_max_new_tokens)
-    started = time.perf_counter()
-    pytorch, tokenizer = run_pytorch(model_dir, prompts, max_new_tokens=params.verify_max_new_tokens)
-    pytorch_seconds = time.perf_counter() - started
-    runtime = run_bundle(bundle, prompts, max_new_tokens=params.verify_max_new_tokens)
-
-    def ids(texts: list[str]) -> list[list[int]]:  # both sides re-tokenized the same way
-        return [tokenizer(strip_stop(t), add_special_tokens=False)["input_ids"] for t in texts]
-
-    comparison = compare_answers([row["target_calls"] for row in rows], pytorch, runtime.texts,
-                                 ids(pytorch), ids(runtime.texts))
-    differing = [i for i, (p, r) in enumerate(zip(pytorch, runtime.texts)) if not same_answer(p, r)]
-    for i in differing[:SHOW_DIFFERENCES]:
-        log.warning("verify prompt %d (eval line %s) differs:\n  pytorch: %r\n  litert:  %r", i,
-                    rows[i].get("line", "?"), pytorch[i][:300], runtime.texts[i][:300])
-    if len(differing) > SHOW_DIFFERENCES:
-        log.warning("... and %d more verify prompts differ", len(differing) - SHOW_DIFFERENCES)
-    log.info("agreement with PyTorch %.0f%% (calls %.0f%%, text %.0f%%, token prefix %.0f%%); exact match "
-             "PyTorch %.0f%%, LiteRT-LM %.0f%%; runtime prefill %.0f tok/s, decode %.1f tok/s",
-             *(100 * comparison[k] for k in ("agreement", "call_agreement", "text_agreement",
-                                              "token_prefix_agreement", "exact_match_pytorch", "exact_match_litertlm")),
-             runtime.prefill_tokens_per_s, runtime.decode_tokens_per_s)
-    return Verification(pytorch, pytorch_seconds, runtime, comparison)
+def run_bundle(bundle: Path, rows: list[dict], params: ConvertParams, max_new_tokens: int) -> tuple[Judgement, dict[str, Any]]:
+    """Every checked row through the runtime, each way; (judgement, runtime figures for the metrics)."""
+    reset_peak_rss()
+    figures: dict[str, Any] = {}
+    with open_engine(bundle) as engine:
+        log.info("runtime loaded the bundle in %.1f s; %d rows, raw prompt and as an app calls it, up to %d new tokens",
+                 engine.load_seconds, len(rows), max_new_tokens)
+        figures["runtime_load_seconds"] = round(engine.load_seconds, 2)
+        raw, stats = run_prompts(engine, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens)
+        figures.update(stats.figures("litertlm_raw"))
+        ways = {"litertlm_app": False, **({"litertlm_app_constrained": True} if params.constrained_decoding else {})}
+        app = {}
+        for way, constrained in ways.items():
+            app[way], stats = run_conversations(engine, rows, max_new_tokens=max_new_tokens, constrained=constrained)
+            figures.update(stats.figures(way))
+        # the runtime's own rendering of each app conversation against ours (a difference would be a skew)
+        same = [rendered_prompt(engine, r["tools"], r["messages"]) == runtime_prompt(r["prompt"]) for r in rows]
+        figures["app_prompt_identical"] = sum(same) / len(same)
+        if not all(same):
+            first = rows[same.index(False)]
+            log.warning("the runtime renders %d of %d app conversations differently from our prompts (e.g. eval line %s)",
+                        same.count(False), len(same), first.get("_line"))
+    figures["runtime_peak_memory_mb"] = round(peak_rss_mb())
+    return judge(rows, raw, app), figures
 
 
-def build_metrics(params: ConvertParams, bundle: Path, convert_seconds: float, peak_mb: float,
-                  num_parameters: int, checked: Verification) -> dict[str, Any]:
-    """metrics/convert.json: flat keys, what made the run under run_*."""
-    size = bundle.stat().st_size
-    runtime = checked.runtime
-    metrics: dict[str, Any] = {
-        "quantize": params.quantize,
-        "file_size_bytes": size,
-        "file_size_mb": round(size / 1e6, 1),
-        "convert_seconds": round(convert_seconds, 1),
-        "convert_peak_memory_mb": round(peak_mb),
-        "parameters": num_parameters,
-        "verify_examples": len(checked.pytorch),
-        **{key: round(value, 4) for key, value in checked.comparison.items()},
-        "pytorch_verify_seconds": round(checked.pytorch_seconds, 1),
-        "runtime_load_seconds": round(runtime.load_seconds, 2),
-        "runtime_prefill_tokens_per_s": round(runtime.prefill_tokens_per_s, 1),
-        "runtime_decode_tokens_per_s": round(runtime.decode_tokens_per_s, 1),
-        "runtime_prefill_tokens": runtime.prefill_tokens,
-        "runtime_decode_tokens": runtime.decode_tokens,
-    }
-    versions = package_versions("litert-torch", "litert-lm-api", "litert-lm-builder", "ai-edge-quantizer")
-    metrics.update({f"run_version_{k.replace('-', '_')}": v for k, v in versions.items()})
-    metrics.update({f"run_{k}": v for k, v in run_record().items()})
-    return metrics
+def log_changes(judged: Judgement) -> None:
+    for way, changed in changed_verdicts(judged).items():
+        if not changed:
+            log.info("%s: no row changed verdict against PyTorch", way)
+            continue
+        log.warning("%s: %d rows changed verdict against PyTorch (%d fixed, %d broken)%s", way, len(changed),
+                    sum(not was for _, was in changed), sum(was for _, was in changed),
+                    "; first " + str(SHOW_CHANGED) if len(changed) > SHOW_CHANGED else "")
+        for row, was in changed[:SHOW_CHANGED]:
+            log.warning("  eval line %s (%s in PyTorch): %s", row.get("_line"), "right" if was else "wrong", row.get("user", "")[:100])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Convert a fine-tuned FunctionGemma to .litertlm and verify it.")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", type=Path, default=Path("models/finetuned"), help="Hugging Face model folder")
-    parser.add_argument("--eval-data", type=Path, default=Path("data/formatted/eval.jsonl"))
-    parser.add_argument("--out-dir", type=Path, default=Path("models/litertlm"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/convert.json"))
+    parser = argparse.ArgumentParser(description="Convert a fine-tuned FunctionGemma to .litertlm and judge it as apps run it.")
+    parser.add_argument("--params", required=True, help="params.yaml (convert.* and eval.max_new_tokens are read)")
+    parser.add_argument("--model", type=Path, required=True, help="Hugging Face model folder")
+    parser.add_argument("--eval-data", type=Path, required=True, help="formatted eval rows (eval.jsonl)")
+    parser.add_argument("--predictions", type=Path, required=True, help="the eval stage's predictions.jsonl")
+    for flag in ("--out-dir", "--metrics", "--record"):
+        parser.add_argument(flag, type=Path, required=True, help="output (dvc.yaml declares it)")
     args = parser.parse_args(argv)
 
     # Everything a user can get wrong is checked before the minutes of conversion.
     params: ConvertParams = load_params("convert", path=args.params)
+    max_new_tokens = load_params("eval", path=args.params).max_new_tokens  # the budget PyTorch's answers had
     read_model_config(args.model)
-    rows = read_eval_rows(args.eval_data, params.verify_examples)
-    check_prompt_lengths(args.model, rows, params)
+    rows = checked_rows(read_examples(args.eval_data), read_predictions(args.predictions), params.limit)
+    check_prompt_lengths(args.model, rows, params, max_new_tokens)
     num_parameters = count_parameters(args.model)
     needed = conversion_memory_bytes(num_parameters)
     log.info("%s: %.0fM parameters, quantize %s, prefill %s, KV cache %d tokens; needs about %.1f GB of memory",
@@ -590,16 +536,28 @@ def main(argv: list[str] | None = None) -> None:
     check_memory(needed, available_memory_bytes())
 
     bundle, convert_seconds, peak_mb = write_bundle(args.model, args.out_dir, params)
-    log.info("wrote %s (%.1f MB) in %.0f s, peak memory %.1f GB", bundle, bundle.stat().st_size / 1e6,
-             convert_seconds, peak_mb / 1e3)
-    checked = verify(bundle, args.model, rows, params)
-    write_json(args.metrics, build_metrics(params, bundle, convert_seconds, peak_mb, num_parameters, checked))
+    size = bundle.stat().st_size
+    log.info("wrote %s (%.1f MB) in %.0f s, peak memory %.1f GB", bundle, size / 1e6, convert_seconds, peak_mb / 1e3)
+    judged, runtime = run_bundle(bundle, rows, params, max_new_tokens)
+    metrics = {**judgement_metrics(judged), **runtime, "quantize": params.quantize, "file_size_mb": round(size / 1e6, 1),
+               "convert_seconds": round(convert_seconds, 1), "convert_peak_memory_mb": round(peak_mb),
+               "parameters": num_parameters}
+    log_changes(judged)
+    log.info("exact match on %d rows: PyTorch %.1f%%, bundle raw prompt %.1f%%, as an app calls it %.1f%%; "
+             "runtime prefill %.0f tok/s, decode %.1f tok/s", metrics["rows_checked"],
+             *(100 * metrics[f"exact_match_{w}"] for w in ("pytorch", "litertlm_raw", "litertlm_app")),
+             runtime["litertlm_raw_prefill_tokens_per_s"], runtime["litertlm_raw_decode_tokens_per_s"])
+    write_json(args.metrics, metrics)
+    write_json(args.record, run_record(**{f"version_{k.replace('-', '_')}": v for k, v in package_versions(
+        "litert-torch", "litert-lm-api", "litert-lm-builder", "ai-edge-quantizer").items()}))
 
-    failure = agreement_failure(checked.comparison["agreement"], params.min_agreement, len(rows))
-    if failure:
+    failures = gate_failures(metrics, params)
+    if failures:
         bundle.unlink()
         (args.out_dir / f"{params.output_name}.tflite").unlink(missing_ok=True)
-        raise UserError(failure)
+        raise UserError("the converted model lost accuracy, so the bundle was deleted: " + "; ".join(failures)
+                        + ". Try convert.quantize: weight_only_int8 or none (bench/RESULTS.md compares them); "
+                        "metrics/convert.json and the log name the rows that changed")
 
 
 if __name__ == "__main__":

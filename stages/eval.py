@@ -4,22 +4,30 @@
     python -m stages.eval --params params.yaml --data data/formatted/eval.jsonl \\
         --base-model models/base --finetuned-model models/finetuned \\
         --metrics metrics/eval.json --per-function metrics/eval_per_function.json \\
-        --confusion metrics/eval_confusion.json --mismatches metrics/eval_mismatches.jsonl
+        --confusion metrics/eval_confusion.json --mismatches metrics/eval_mismatches.jsonl \\
+        --predictions data/eval/predictions.jsonl --record metrics/record/eval.json
 
-Reads `eval.*` and the formatted eval rows (prompt + target_calls). Both models
-get the same prompts (`eval.limit` > 0 takes an evenly spaced, fixed subset)
-and are decoded greedily in batches (pipeline/generate.py); the output is scored
-by pipeline/scoring.py. Writes:
+Reads `eval.*` and the formatted eval rows (prompt + target_calls). The fine-tuned
+model gets `eval.limit` rows (0 = all; otherwise evenly spaced, always the same
+ones, pipeline/examples.select_rows); the base model the same rows, or an evenly
+spaced subset of them (`eval.base_limit`) with its own budget
+(`eval.base_max_new_tokens`). Both are decoded greedily in batches
+(pipeline/generate.py) and scored by pipeline/scoring.py. Writes:
 - `metrics/eval.json`: flat keys `<metric>_<model>` for model `finetuned` and
-  `base`, and `<metric>_delta` = fine-tuned minus base. `exact_match_*` is
-  FORMAT.md's reference metric; the finer metrics sit beside it; throughput
-  (`examples_per_s_*`, `generated_tokens_per_s_*`) is generation time only.
+  `base`, `rows_<model>`, and `<metric>_delta` = fine-tuned minus base on the rows
+  both evaluated (`rows_paired`). `exact_match_*` is FORMAT.md's reference metric;
+  the finer metrics sit beside it; throughput (`examples_per_s_*`,
+  `generated_tokens_per_s_*`) is generation time only.
+- `data/eval/predictions.jsonl`: one line per evaluated row and model (`id`, `model`,
+  raw text, parsed calls, verdicts): what convert_litertlm compares the phone model
+  with and what `make report` pairs across revisions, without generating again.
 - `metrics/eval_per_function.json`: exact match per target function, a list of
   records (`dvc plots show` draws it as a bar chart).
 - `metrics/eval_confusion.json`: (expected, called) function of each call of the
   fine-tuned model, aligned call by call (DVC's confusion-matrix template).
 - `metrics/eval_mismatches.jsonl`: every row the fine-tuned model got wrong, with
   the user request, target calls and both models' raw output and parsed calls.
+- `metrics/record/eval.json`: what made the run (versions, device, threads); not a metric.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import scoring
-from pipeline.common import UserError, read_jsonl, run_main, run_record, write_json, write_jsonl
+from pipeline.common import run_main, run_record, write_json, write_jsonl
+from pipeline.examples import read_examples, select_rows
 from pipeline.generate import Generation, check_model_folder, generate, load_model
 from pipeline.params import EvalParams, load_params
 
@@ -48,41 +57,26 @@ DELTA_KEYS = (
 
 @dataclass(frozen=True)
 class ModelResult:
+    """One model's generations and scores on `rows` (indices into the evaluated rows, in order)."""
+
+    rows: list[int]
     generation: Generation
     scores: list[scoring.RowScore]
+
+    def score_of(self) -> dict[int, scoring.RowScore]:
+        return dict(zip(self.rows, self.scores))
 
 
 # ---------------------------------------------------------------- pure
 
 
-def select_rows(rows: list[dict], limit: int) -> list[dict]:
-    """All rows (limit 0), or `limit` rows evenly spaced over the file, in file order (deterministic)."""
-    if limit <= 0 or limit >= len(rows):
-        return rows
-    return [rows[i * len(rows) // limit] for i in range(limit)]
-
-
-def check_rows(numbered: list[tuple[int, dict | None, str]], path: Path) -> list[dict]:
-    """The formatted rows, each with its line number; every bad line named in one UserError."""
-    rows, errors = [], []
-    for line, row, error in numbered:
-        if row is not None:
-            if not isinstance(row.get("prompt"), str) or not row["prompt"]:
-                error = "no 'prompt' string"
-            elif not isinstance(row.get("target_calls"), list) or not all(
-                isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments", {}), dict)
-                for c in row["target_calls"]
-            ):
-                error = "'target_calls' must be a list of {name, arguments}"
-        if error:
-            errors.append(f"line {line}: {error}")
-        else:
-            rows.append({**row, "_line": line})
-    if errors:
-        shown = "; ".join(errors[:10]) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
-        raise UserError(f"{path} has {len(errors)} bad rows ({shown}): rebuild it with `dvc repro format`")
-    if not rows:
-        raise UserError(f"{path} holds no rows: check the eval split of your data (rows with metadata 'eval')")
+def model_rows(count: int, params: EvalParams) -> dict[str, list[int]]:
+    """Which of the `count` evaluated rows each model gets: all for the fine-tuned model; for the base
+    model all of them or an evenly spaced subset (eval.base_limit), or none (compare_base false)."""
+    everything = list(range(count))
+    rows = {"finetuned": everything}
+    if params.compare_base:
+        rows["base"] = select_rows(everything, params.base_limit)
     return rows
 
 
@@ -101,15 +95,22 @@ def model_metrics(result: ModelResult) -> dict[str, float | int]:
 
 
 def build_metrics(results: dict[str, ModelResult]) -> dict[str, Any]:
-    """metrics/eval.json: `<metric>_<model>` for each model and `<metric>_delta` when both ran."""
+    """metrics/eval.json: `<metric>_<model>` for each model and, when both ran, `<metric>_delta`
+    = fine-tuned minus base over the rows both evaluated (`rows_paired`)."""
     out: dict[str, Any] = {}
-    per_model = {name: model_metrics(result) for name, result in results.items()}
-    for name, metrics in per_model.items():
-        out["rows"] = metrics.pop("rows")
-        out["rows_expecting_none"] = metrics.pop("rows_expecting_none")
+    for name, result in results.items():
+        metrics = model_metrics(result)
+        out[f"rows_{name}"] = metrics.pop("rows")
+        out[f"rows_expecting_none_{name}"] = metrics.pop("rows_expecting_none")
         out.update({f"{key}_{name}": value for key, value in metrics.items()})
-    if {"finetuned", "base"} <= per_model.keys():
-        out.update({f"{key}_delta": per_model["finetuned"][key] - per_model["base"][key] for key in DELTA_KEYS})
+    if {"finetuned", "base"} <= results.keys():
+        base = results["base"].score_of()
+        tuned = results["finetuned"].score_of()
+        paired = [i for i in results["base"].rows if i in tuned]
+        a = scoring.summarize([tuned[i] for i in paired])
+        b = scoring.summarize([base[i] for i in paired])
+        out["rows_paired"] = len(paired)
+        out.update({f"{key}_delta": a[key] - b[key] for key in DELTA_KEYS})
     return out
 
 
@@ -126,15 +127,33 @@ def _model_view(result: ModelResult, i: int) -> dict[str, Any]:
     }
 
 
-def mismatch_records(rows: list[dict], results: dict[str, ModelResult]) -> list[dict[str, Any]]:
-    """One record per row the fine-tuned model got wrong (exact match), both models' views side by side."""
+def prediction_records(rows: list[dict], results: dict[str, ModelResult]) -> list[dict[str, Any]]:
+    """One record per evaluated row and model (data/eval/predictions.jsonl), models in MODELS order."""
     records = []
-    for i, row in enumerate(rows):
-        if results["finetuned"].scores[i].exact:
+    for name in [m for m in MODELS if m in results]:
+        result = results[name]
+        for k, i in enumerate(result.rows):
+            row = rows[i]
+            records.append({
+                "id": row["id"], "model": name, "eval_line": row["_line"], "source_line": row.get("line"),
+                "user": row.get("user", ""), "target_calls": row["target_calls"], **_model_view(result, k),
+                "prompt_tokens": result.generation.prompt_tokens[k], "new_tokens": len(result.generation.token_ids[k]),
+            })
+    return records
+
+
+def mismatch_records(rows: list[dict], results: dict[str, ModelResult]) -> list[dict[str, Any]]:
+    """One record per row the fine-tuned model got wrong (exact match), every model's view side by side."""
+    position = {name: {i: k for k, i in enumerate(r.rows)} for name, r in results.items()}
+    records = []
+    for k, i in enumerate(results["finetuned"].rows):
+        if results["finetuned"].scores[k].exact:
             continue
+        row = rows[i]
         record = {"eval_line": row["_line"], "source_line": row.get("line"), "user": row.get("user", ""),
                   "target_calls": row["target_calls"]}
-        record.update({name: _model_view(result, i) for name, result in results.items()})
+        record.update({name: _model_view(result, position[name][i]) for name, result in results.items()
+                       if i in position[name]})
         records.append(record)
     return records
 
@@ -153,58 +172,59 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def evaluate_model(path: Path, rows: list[dict], params: EvalParams) -> ModelResult:
+def evaluate_model(path: Path, rows: list[dict], indices: list[int], max_new_tokens: int, batch_size: int) -> ModelResult:
     model, tokenizer = load_model(path)
     try:
-        generation = generate(model, tokenizer, [r["prompt"] for r in rows],
-                              max_new_tokens=params.max_new_tokens, batch_size=params.batch_size)
+        generation = generate(model, tokenizer, [rows[i]["prompt"] for i in indices],
+                              max_new_tokens=max_new_tokens, batch_size=batch_size)
     finally:
         del model
         gc.collect()
-    scores = [scoring.score_row(r["target_calls"], text) for r, text in zip(rows, generation.texts)]
-    return ModelResult(generation, scores)
+    scores = [scoring.score_row(rows[i]["target_calls"], text) for i, text in zip(indices, generation.texts)]
+    return ModelResult(indices, generation, scores)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", required=True, help="params.yaml (eval.* is read)")
+    parser.add_argument("--data", type=Path, required=True, help="formatted eval rows (eval.jsonl)")
+    parser.add_argument("--base-model", type=Path, required=True)
+    parser.add_argument("--finetuned-model", type=Path, required=True)
+    for flag in ("--metrics", "--per-function", "--confusion", "--mismatches", "--predictions", "--record"):
+        parser.add_argument(flag, type=Path, required=True, help="output file (dvc.yaml declares it)")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", type=Path, default=Path("data/formatted/eval.jsonl"))
-    parser.add_argument("--base-model", type=Path, default=Path("models/base"))
-    parser.add_argument("--finetuned-model", type=Path, default=Path("models/finetuned"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
-    parser.add_argument("--per-function", type=Path, default=Path("metrics/eval_per_function.json"))
-    parser.add_argument("--confusion", type=Path, default=Path("metrics/eval_confusion.json"))
-    parser.add_argument("--mismatches", type=Path, default=Path("metrics/eval_mismatches.jsonl"))
-    args = parser.parse_args(argv)
-
+    args = parse_args(argv)
     params: EvalParams = load_params("eval", path=args.params)
-    if not args.data.exists():
-        raise UserError(f"{args.data} not found: run `dvc repro format` first")
-    rows = select_rows(check_rows(list(read_jsonl(args.data)), args.data), params.limit)
-    paths = {"finetuned": args.finetuned_model, **({"base": args.base_model} if params.compare_base else {})}
-    for path in paths.values():
-        check_model_folder(path)  # fail before loading anything
-    lengths = [len(r["prompt"]) for r in rows]
-    log.info("evaluating %s on %d rows (median prompt %d chars), batch %d, up to %d new tokens",
-             " and ".join(paths), len(rows), statistics.median(lengths), params.batch_size, params.max_new_tokens)
+    rows = select_rows(read_examples(args.data), params.limit)
+    plan = model_rows(len(rows), params)
+    paths = {"finetuned": args.finetuned_model, "base": args.base_model}
+    for name in plan:
+        check_model_folder(paths[name])  # fail before loading anything
+    budgets = {"finetuned": params.max_new_tokens, "base": params.base_max_new_tokens or params.max_new_tokens}
+    log.info("evaluating on %d rows (median prompt %d chars), batch %d: %s", len(rows),
+             statistics.median(len(r["prompt"]) for r in rows), params.batch_size,
+             "; ".join(f"{name}: {len(plan[name])} rows, up to {budgets[name]} new tokens" for name in plan))
 
     results = {}
-    for name, path in paths.items():
-        log.info("generating with the %s model (%s)", name, path)
-        results[name] = evaluate_model(path, rows, params)
+    for name, indices in plan.items():
+        log.info("generating with the %s model (%s)", name, paths[name])
+        results[name] = evaluate_model(paths[name], rows, indices, budgets[name], params.batch_size)
         summary = scoring.summarize(results[name].scores)
-        log.info("%s: exact match %.3f, function names %.3f, argument F1 %.3f", name,
-                 summary["exact_match"], summary["function_name_accuracy"], summary["argument_f1"])
+        log.info("%s: exact match %.3f on %d rows, function names %.3f, argument F1 %.3f", name,
+                 summary["exact_match"], summary["rows"], summary["function_name_accuracy"], summary["argument_f1"])
         log.info("%s: called (columns) vs expected (rows) function\n%s", name,
                  scoring.format_confusion(scoring.confusion_table(results[name].scores)))
 
-    metrics = build_metrics(results)
-    metrics.update({f"run_{k}": v for k, v in run_record(torch_threads=torch_threads()).items()})
-    write_json(args.metrics, metrics)
+    write_json(args.metrics, build_metrics(results))
+    write_jsonl(args.predictions, prediction_records(rows, results))
     write_json(args.per_function, scoring.per_function({name: r.scores for name, r in results.items()}))
     write_json(args.confusion, confusion_records(results["finetuned"].scores))
     wrong = write_jsonl(args.mismatches, mismatch_records(rows, results))
-    log.info("wrote %s (%d mismatching rows in %s)", args.metrics, wrong, args.mismatches)
+    write_json(args.record, run_record(torch_threads=torch_threads()))
+    log.info("wrote %s and %s (%d mismatching rows in %s)", args.metrics, args.predictions, wrong, args.mismatches)
 
 
 if __name__ == "__main__":

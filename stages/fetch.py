@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import re
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import functiongemma as fg
-from pipeline.common import UserError, run_main, write_json
+from pipeline.common import UserError, run_main, sha256_file, write_json
 from pipeline.params import DataParams, ModelParams, TinyModelParams, load_params
 
 log = logging.getLogger("fetch")
@@ -120,14 +119,6 @@ def download_hub_model(repo: str, revision: str) -> Path:
 
 
 # ---------------------------------------------------------------- rows
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def local_row_files(path: Path) -> list[Path]:

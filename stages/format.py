@@ -6,7 +6,7 @@
     python -m stages.format --preview ROWS.jsonl      # no model or tokenizer needed
 
 Reads `format.*`. Writes `data/formatted/train.jsonl` and `eval.jsonl` (one
-example per line: prompt, completion, tools, target_calls, split, user,
+example per line: prompt, completion, tools, messages, target_calls, split, user,
 function_names, line), `data/formatted/rejected.jsonl` (line number and reasons
 of every row that was dropped) and `metrics/format.json` (counts per split and
 per function, token-length statistics, rows over max_length, rejected rows).
@@ -112,6 +112,7 @@ def to_example(row: dict, line: int) -> dict[str, Any]:
         "prompt": rendered["prompt"],
         "completion": rendered["completion"],
         "tools": row["tools"],
+        "messages": row["messages"][:-1],  # what an app passes to the phone runtime (convert_litertlm runs them)
         "target_calls": [{"name": c.name, "arguments": c.arguments} for c in calls],
         "split": row["metadata"],
         "user": user_text(row["messages"]),

@@ -36,18 +36,23 @@ not by TRL, because TRL's defaults differ from the runtime in two places:
   `<start_function_response>` in use (the tool's response does), so we do not;
 - prompt positions are labelled -100: the loss is on the completion tokens only.
 Prompt and completion are tokenized separately, so the prompt ids are exactly the ones the
-runtime prefills. Examples longer than `train.max_length` are cut at the end; an example with
+runtime prefills. Examples longer than `format.max_length` (the one maximum length) are cut at the end; an example with
 no completion token left is dropped (both counted in the metrics).
 
 Output layer: TRL's fused LM head never builds the (tokens x 262k) logits; on CUDA it also skips
 positions without a label. `train.skip_prompt_logits` extends that to every device (same loss).
 
 Resume: checkpoints go to models/checkpoints/ (`train.save_strategy`, and always at the last
-step). The folder carries fingerprint.json: a hash of the train params, the data, the base model
-and the number of processes. When a run starts and the folder holds a complete checkpoint with
-the same fingerprint (an interrupted run), training resumes from it ("resuming from
-checkpoint-N"); otherwise old checkpoints are removed and training starts over. A
-`.gitignore` inside the folder keeps checkpoints out of the git commits `dvc exp run` makes.
+step). The folder carries fingerprint.json: a hash of everything that shapes the result (the
+train params and format.max_length, the formatted data, the base model, the code of this stage
+and of every project module it imports, the versions of torch/transformers/trl/peft/accelerate,
+the number of processes) and whether that run finished. A run resumes only an interrupted run
+with the same fingerprint ("resuming from checkpoint-N"); when the previous run finished, or
+differs in anything above, it starts over from the base model and says why. A finished run is
+marked so as soon as its model is saved, and its checkpoints are deleted then (a full
+fine-tuning checkpoint of the 270M is ~3.3 GB) unless `train.keep_checkpoints` is true. Under
+`accelerate launch` every process reads the folder and decides before the main process resets
+it. A `.gitignore` inside the folder keeps checkpoints out of the git commits `dvc exp run` makes.
 
 Throughput figures in metrics/train.json: `train_tokens_per_second` counts non-pad tokens over
 the time spent inside optimizer steps (periodic eval and checkpoint saving excluded);
@@ -69,12 +74,16 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import functiongemma as fg
-from pipeline.common import UserError, package_versions, read_jsonl, run_main, run_record, write_json
-from pipeline.params import TrainParams, as_dict, load_params
+from pipeline.codebase import ROOT, code_closure
+from pipeline.common import UserError, digest_files, package_versions, read_json, run_main, run_record, write_json
+from pipeline.examples import read_examples, select_rows
+from pipeline.hardware import detect_device, train_precision
+from pipeline.params import FormatParams, TrainParams, as_dict, load_params
 
 log = logging.getLogger("train")
 
 FINGERPRINT_FILE = "fingerprint.json"
+SHAPING_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate")  # their versions are part of a run's identity
 FUSED_ADAMW_DEVICES = ("cuda", "cpu", "mps", "xpu")  # where torch.optim.AdamW(fused=True) runs
 PLOTTED = ("loss", "mean_token_accuracy", "learning_rate", "grad_norm", "entropy")  # logged per step to dvclive
 
@@ -112,18 +121,6 @@ def build_examples(tokenizer: Any, rows: list[dict], max_length: int) -> tuple[l
 # ---------------------------------------------------------------- pure: run settings
 
 
-def resolve_precision(requested: str, device_type: str, bf16_supported: bool) -> str:
-    """auto: bf16 autocast where the device computes bf16 natively (a GPU that supports it, a CPU
-    with AVX512-BF16 or AMX), fp32 elsewhere; an impossible request is one sentence."""
-    if requested == "auto":
-        return "bf16" if device_type in ("cuda", "cpu") and bf16_supported else "fp32"
-    if requested == "fp16" and device_type != "cuda":
-        raise UserError(f"train.precision: fp16 needs a CUDA GPU and this run is on {device_type}; use auto, bf16 or fp32")
-    if requested == "bf16" and device_type == "cuda" and not bf16_supported:
-        raise UserError("train.precision: this GPU has no bf16 support; use auto, fp16 or fp32")
-    return requested
-
-
 def resolve_optim(requested: str, device_type: str) -> str:
     """adamw_torch_fused where torch has the fused kernel for this device, else adamw_torch."""
     if requested == "adamw_torch_fused" and device_type not in FUSED_ADAMW_DEVICES:
@@ -131,10 +128,9 @@ def resolve_optim(requested: str, device_type: str) -> str:
     return requested
 
 
-def fingerprint(params: TrainParams, file_digests: dict[str, str], world_size: int) -> str:
-    """Identity of a training run: a checkpoint is resumed only by a run with the same fingerprint."""
-    blob = json.dumps({"train": as_dict(params), "files": file_digests, "world_size": world_size}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+def fingerprint(inputs: dict[str, Any]) -> str:
+    """Identity of a training run (see `run_inputs`): a checkpoint is resumed only by a run with the same one."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def live_metric_name(key: str) -> str | None:
@@ -158,60 +154,59 @@ def first_logged(log_history: list[dict], key: str) -> float | None:
 # ---------------------------------------------------------------- edge: files
 
 
-def read_examples(path: Path) -> list[dict]:
-    """The prompt/completion rows of one formatted split; every bad line is reported at once."""
-    if not path.exists():
-        raise UserError(f"{path} does not exist: run `dvc repro format` first")
-    rows, errors = [], []
-    for line, row, error in read_jsonl(path):
-        if row is not None and not (isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str)):
-            error = "needs string 'prompt' and 'completion' fields"
-        if error:
-            errors.append(f"line {line}: {error}")
-        else:
-            rows.append(row)
-    if errors:
-        raise UserError(f"{path} has {len(errors)} bad rows ({'; '.join(errors[:5])}): re-run `dvc repro format`")
-    return rows
-
-
-def digest_files(*paths: Path) -> dict[str, str]:
-    """sha256 of every file under the given files/folders, keyed by path."""
-    digests = {}
-    for root in paths:
-        for path in sorted([root] if root.is_file() else (p for p in root.rglob("*") if p.is_file())):
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
-            digests[str(path)] = h.hexdigest()
-    return digests
-
-
 def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
     """checkpoint-N folders whose save finished (trainer_state.json is written last), oldest first."""
     found = [p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     return sorted((p for p in found if (p / "trainer_state.json").exists()), key=lambda p: int(p.name.split("-")[-1]))
 
 
+def run_inputs(params: TrainParams, max_length: int, data_dir: Path, base_model: Path, world_size: int) -> dict[str, Any]:
+    """Everything that shapes a training run's result, as hashable values (file contents as sha256)."""
+
+    def relative(digests: dict[str, str], root: Path) -> dict[str, str]:  # the same inputs anywhere on disk
+        return {str(Path(p).relative_to(root)): d for p, d in digests.items()}
+
+    return {
+        "train": as_dict(params),
+        "format.max_length": max_length,
+        "data": relative(digest_files(data_dir / "train.jsonl", data_dir / "eval.jsonl"), data_dir),
+        "base_model": relative(digest_files(base_model), base_model),
+        "code": relative(digest_files(*(ROOT / p for p in code_closure("stages.train"))), ROOT),
+        "versions": package_versions(*SHAPING_PACKAGES),
+        "world_size": world_size,
+    }
+
+
 def find_resume_checkpoint(checkpoint_dir: Path, run_id: str) -> tuple[Path | None, str]:
     """(checkpoint to resume from or None, why) for a run with this fingerprint."""
     marker = checkpoint_dir / FINGERPRINT_FILE
+    record = read_json(marker) if marker.is_file() else {}
     done = complete_checkpoints(checkpoint_dir) if checkpoint_dir.is_dir() else []
+    if record.get("fingerprint") == run_id and record.get("finished"):
+        return None, "the previous run with these inputs finished; training again from the start"
     if not done:
         return None, "no checkpoint to resume from"
-    if not marker.exists() or json.loads(marker.read_text()).get("fingerprint") != run_id:
-        return None, f"{done[-1].name} belongs to a run with other params, data or base model"
+    if record.get("fingerprint") != run_id:
+        return None, (f"{done[-1].name} belongs to a run with other params, data, base model, code, "
+                      "library versions or number of processes")
     return done[-1], f"an interrupted run left {done[-1].name}"
 
 
 def reset_checkpoint_dir(checkpoint_dir: Path, run_id: str) -> None:
-    """Remove old checkpoints and mark the folder with this run's fingerprint."""
+    """Remove old checkpoints and mark the folder with this run's fingerprint (not finished)."""
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True)
     (checkpoint_dir / ".gitignore").write_text("# written by stages/train.py: checkpoints never go to git\n*\n")
-    write_json(checkpoint_dir / FINGERPRINT_FILE, {"fingerprint": run_id})
+    write_json(checkpoint_dir / FINGERPRINT_FILE, {"fingerprint": run_id, "finished": False})
+
+
+def finish_checkpoint_dir(checkpoint_dir: Path, run_id: str, steps: int, keep: bool) -> None:
+    """Mark the run finished (its model is saved) and, unless asked to keep them, delete its checkpoints."""
+    if not keep:
+        for path in complete_checkpoints(checkpoint_dir) + list(checkpoint_dir.glob("checkpoint-*")):
+            shutil.rmtree(path, ignore_errors=True)
+    write_json(checkpoint_dir / FINGERPRINT_FILE, {"fingerprint": run_id, "finished": True, "steps": steps})
 
 
 def trim_live_history(live_dir: Path, last_step: int) -> None:
@@ -286,7 +281,7 @@ def make_callbacks(live: Any) -> list[Any]:
 
 
 def sft_config(params: TrainParams, checkpoint_dir: Path, precision: str, optim: str, has_eval: bool, use_cpu: bool,
-               **overrides: Any) -> Any:
+               max_length: int, **overrides: Any) -> Any:
     """TRL's config from our params (`overrides`: other SFTConfig fields, e.g. for the benchmark).
 
     Creating it also sets up the process group under `accelerate launch`.
@@ -305,7 +300,7 @@ def sft_config(params: TrainParams, checkpoint_dir: Path, precision: str, optim:
         warmup_steps=params.warmup_ratio,  # below 1: a fraction of all steps
         weight_decay=params.weight_decay,
         optim=optim,
-        max_length=params.max_length if params.packing else None,  # examples are already cut; packing needs the block size
+        max_length=max_length if params.packing else None,  # examples are already cut; packing needs the block size
         packing=params.packing,
         padding_free=params.padding_free,
         completion_only_loss=True,
@@ -322,7 +317,7 @@ def sft_config(params: TrainParams, checkpoint_dir: Path, precision: str, optim:
         seed=params.seed,
         data_seed=params.seed,
         torch_compile=params.torch_compile,
-        report_to=["dvclive"],
+        report_to="none",  # our own dvclive callback is added by build_trainer (see make_callbacks)
         include_num_input_tokens_seen="non_padding",
         use_cpu=use_cpu,  # on a CPU-only machine this also selects gloo when several processes were launched
     )
@@ -354,7 +349,6 @@ def build_trainer(params: TrainParams, base_model: Path, tokenizer: Any, train_e
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from transformers.integrations import DVCLiveCallback
     from trl import SFTTrainer
 
     score_only_loss_positions(params.skip_prompt_logits)
@@ -368,10 +362,8 @@ def build_trainer(params: TrainParams, base_model: Path, tokenizer: Any, train_e
         eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
         processing_class=tokenizer,
         peft_config=lora_config(params),
+        callbacks=make_callbacks(live),
     )
-    trainer.remove_callback(DVCLiveCallback)  # the one report_to made (see make_callbacks)
-    for callback in make_callbacks(live):
-        trainer.add_callback(callback)
     return trainer
 
 
@@ -419,8 +411,6 @@ def train_metrics(trainer: Any, output: Any, final_eval: dict, extra: dict) -> d
         "lr_final": last_logged(history, "learning_rate"),
         "world_size": args.world_size,
         "effective_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
-        **{f"version_{k}": v for k, v in package_versions("accelerate", "dvclive").items()},
-        **run_record(seed=args.seed),
         **extra,
     }
 
@@ -430,92 +420,70 @@ def train_metrics(trainer: Any, output: Any, final_eval: dict, extra: dict) -> d
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Fine-tune the base model on the formatted rows (TRL SFT).")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data-dir", type=Path, default=Path("data/formatted"))
-    parser.add_argument("--base-model", type=Path, default=Path("models/base"))
-    parser.add_argument("--out-dir", type=Path, default=Path("models/finetuned"))
-    parser.add_argument("--checkpoint-dir", type=Path, default=Path("models/checkpoints"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
-    parser.add_argument("--live-dir", type=Path, default=Path("metrics/train"))
+    parser.add_argument("--params", required=True, help="params.yaml (train.* and format.max_length are read)")
+    parser.add_argument("--data-dir", type=Path, required=True, help="formatted rows: train.jsonl, eval.jsonl")
+    parser.add_argument("--base-model", type=Path, required=True)
+    for flag in ("--out-dir", "--checkpoint-dir", "--metrics", "--live-dir", "--record"):
+        parser.add_argument(flag, type=Path, required=True, help="output (dvc.yaml declares it)")
     return parser.parse_args(argv)
-
-
-def detect_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def native_bf16(device: str) -> bool:
-    """Does this device compute bf16 matmuls natively (so bf16 autocast is faster, not emulated)?"""
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device == "cpu":
-        try:  # AVX512-BF16 or AMX: oneDNN runs bf16 matmuls at about twice the float32 rate
-            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-        except AttributeError:  # pragma: no cover - a torch without these probes
-            return False
-    return False
 
 
 def plan_hardware(params: TrainParams, device: str) -> tuple[str, str]:
     """(precision, optimizer) for this device, saying when the optimizer falls back."""
-    import torch
-
-    precision = resolve_precision(params.precision, device, native_bf16(device))
+    precision = train_precision(params.precision, device)
     optim = resolve_optim(params.optim, device)
     if optim != params.optim:
         log.warning("%s is not available on %s: using %s", params.optim, device, optim)
     return precision, optim
 
 
-def load_examples(args: argparse.Namespace, params: TrainParams, tokenizer: Any) -> tuple[list, list, dict]:
+def load_examples(data_dir: Path, params: TrainParams, max_length: int, tokenizer: Any) -> tuple[list, list, dict]:
     """(train examples, eval examples, counts for the metrics)."""
-    rows = read_examples(args.data_dir / "train.jsonl")
-    eval_rows = read_examples(args.data_dir / "eval.jsonl")[: params.eval_rows or None]
-    train_ex, truncated, dropped = build_examples(tokenizer, rows, params.max_length)
-    eval_ex, _, _ = build_examples(tokenizer, eval_rows, params.max_length)
+    rows = read_examples(data_dir / "train.jsonl")
+    eval_rows = select_rows(read_examples(data_dir / "eval.jsonl", allow_empty=True), params.eval_rows)
+    train_ex, truncated, dropped = build_examples(tokenizer, rows, max_length)
+    eval_ex, _, _ = build_examples(tokenizer, eval_rows, max_length)
     if not train_ex:
-        raise UserError(f"{args.data_dir / 'train.jsonl'} has no example with a completion token within train.max_length: raise it")
+        raise UserError(f"{data_dir / 'train.jsonl'} has no example with a completion token within format.max_length: raise it")
     return train_ex, eval_ex, {"train_rows": len(train_ex), "eval_rows": len(eval_ex),
                                "rows_truncated": truncated, "rows_dropped": dropped}
 
 
-def prepare_run(args: argparse.Namespace, params: TrainParams, is_main: bool, world_size: int) -> tuple[Path | None, Any]:
-    """(checkpoint to resume from, dvclive logger on the main process): resume an interrupted run or start clean."""
-    files = digest_files(args.data_dir / "train.jsonl", args.data_dir / "eval.jsonl", args.base_model)
-    run_id = fingerprint(params, files, world_size)
-    resume, why = find_resume_checkpoint(args.checkpoint_dir, run_id)
-    if not is_main:
-        return resume, None
-    if resume is None:
-        log.info("starting from the base model (%s)", why)
-        reset_checkpoint_dir(args.checkpoint_dir, run_id)
-    else:
-        log.info("resuming from %s (%s)", resume.name, why)
-        trim_live_history(args.live_dir, int(resume.name.split("-")[-1]))
-    from dvclive import Live
+def prepare_run(args: argparse.Namespace, run_id: str, state: Any) -> tuple[Path | None, Any]:
+    """(checkpoint to resume from, dvclive logger on the main process): resume an interrupted run or start clean.
 
-    return resume, Live(dir=str(args.live_dir), resume=resume is not None, dvcyaml=False, save_dvc_exp=False)
+    Every process decides from the folder as it is, and only then may the main process reset it.
+    """
+    resume, why = find_resume_checkpoint(args.checkpoint_dir, run_id)
+    state.wait_for_everyone()  # every process has read the folder before it changes
+    live = None
+    if state.is_main_process:
+        if resume is None:
+            log.info("starting from the base model (%s)", why)
+            reset_checkpoint_dir(args.checkpoint_dir, run_id)
+        else:
+            log.info("resuming from %s (%s)", resume.name, why)
+            trim_live_history(args.live_dir, int(resume.name.split("-")[-1]))
+        from dvclive import Live
+
+        live = Live(dir=str(args.live_dir), resume=resume is not None, dvcyaml=False, save_dvc_exp=False)
+    state.wait_for_everyone()  # the folder is reset before any process writes a checkpoint
+    return resume, live
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params: TrainParams = load_params("train", path=args.params)
+    max_length = load_params("format", path=args.params).max_length
     from accelerate import PartialState
     from transformers import AutoTokenizer
 
     device = detect_device()
     precision, optim = plan_hardware(params, device)
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
-    train_ex, eval_ex, counts = load_examples(args, params, tokenizer)
-    config = sft_config(params, args.checkpoint_dir, precision, optim, bool(eval_ex), use_cpu=device == "cpu")
+    train_ex, eval_ex, counts = load_examples(args.data_dir, params, max_length, tokenizer)
+    config = sft_config(params, args.checkpoint_dir, precision, optim, bool(eval_ex), use_cpu=device == "cpu",
+                        max_length=max_length)
     state = PartialState()  # set up by the config: one process, or one of those `accelerate launch` started
     per_step = params.per_device_batch_size * params.gradient_accumulation_steps * state.num_processes
     log.info("%d train / %d eval examples; %d sequences per optimizer step (%d x %d x %d processes), ~%d steps per epoch; "
@@ -523,8 +491,8 @@ def main(argv: list[str] | None = None) -> None:
              params.gradient_accumulation_steps, state.num_processes, math.ceil(len(train_ex) / per_step),
              precision, optim, device)
 
-    resume, live = prepare_run(args, params, state.is_main_process, state.num_processes)
-    state.wait_for_everyone()  # the main process may have just cleared old checkpoints
+    run_id = fingerprint(run_inputs(params, max_length, args.data_dir, args.base_model, state.num_processes))
+    resume, live = prepare_run(args, run_id, state)
     trainer = build_trainer(params, args.base_model, tokenizer, train_ex, eval_ex, config, live)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     final_eval = final_eval_metrics(trainer)
@@ -532,15 +500,20 @@ def main(argv: list[str] | None = None) -> None:
     save_finetuned(trainer, args.out_dir, params.lora.enabled)
 
     if state.is_main_process:
+        resumed = int(resume.name.split("-")[-1]) if resume else 0
+        finish_checkpoint_dir(args.checkpoint_dir, run_id, trainer.state.global_step, params.keep_checkpoints)
         memory, memory_kind = peak_memory_gb(device)
         metrics = train_metrics(trainer, output, final_eval, {
-            **counts, "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
+            **counts, "resumed_from_step": resumed, "steps_trained": trainer.state.global_step - resumed,
             "precision": precision, "optim": optim, "lora": params.lora.enabled, "trainable_parameters": trainable,
             "peak_memory_gb": memory, "peak_memory_kind": memory_kind})
         write_json(args.metrics, metrics)
-        log.info("done: %d steps, train loss %s, eval loss %s, %.1f train tokens/s, peak memory %.2f GB; model in %s",
-                 metrics["steps"], metrics["train_loss"], metrics["eval_loss"], metrics["train_tokens_per_second"] or 0,
-                 memory, args.out_dir)
+        write_json(args.record, run_record(seed=params.seed, fingerprint=run_id, device_type=device,
+                                           **{f"version_{k}": v for k, v in package_versions("accelerate", "dvclive").items()}))
+        log.info("done: %d steps (%d trained in this run), train loss %s, eval loss %s, %.1f train tokens/s, "
+                 "peak memory %.2f GB; model in %s", metrics["steps"], metrics["steps_trained"], metrics["train_loss"],
+                 metrics["eval_loss"], metrics["train_tokens_per_second"] or 0, memory, args.out_dir)
+    state.wait_for_everyone()
 
 
 if __name__ == "__main__":

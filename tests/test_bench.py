@@ -12,7 +12,7 @@ import pytest
 from stages import train
 from pipeline.common import read_json
 from pipeline.params import as_dict, load_params
-from tests.test_train import BOS_ID, golden, quick_config, tokenizer, train_params  # noqa: F401 (tokenizer: fixture)
+from tests.helpers import quick_config, train_params
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -47,10 +47,11 @@ def test_synthetic_rows_have_mobile_actions_lengths():
     lengths = [len(r["input_ids"]) for r in rows]
     completions = [sum(r["completion_mask"]) for r in rows]
     assert 630 < sum(lengths) / len(rows) < 670 and 35 < sum(completions) / len(rows) < 45
-    assert all(r["input_ids"][0] == BOS_ID and r["completion_mask"][-1] == 1 for r in rows)
+    assert all(r["input_ids"][0] == 2 and r["completion_mask"][-1] == 1 for r in rows)  # 2: <bos>
 
 
-def test_notebook_loss_from_full_logits_equals_the_fused_head(tiny_base, tokenizer, tmp_path, monkeypatch):
+def test_notebook_loss_from_full_logits_equals_the_fused_head(tiny_base, tiny_tokenizer, tmp_path, monkeypatch,
+                                                             golden_expected):
     """The benchmark's notebook recipe computes the loss from every position's logits; ours through
     TRL's fused head on the loss positions. Same loss: the recipes differ in speed, not in what they learn."""
     import types
@@ -58,9 +59,9 @@ def test_notebook_loss_from_full_logits_equals_the_fused_head(tiny_base, tokeniz
     import torch
 
     monkeypatch.chdir(tmp_path)
-    examples, _, _ = train.build_examples(tokenizer, golden(), max_length=997)
+    examples, _, _ = train.build_examples(tiny_tokenizer, golden_expected, max_length=997)
     params = train_params(per_device_batch_size=len(examples), gradient_checkpointing=False)
-    trainer = train.build_trainer(params, tiny_base, tokenizer, examples, [], quick_config(params, tmp_path))
+    trainer = train.build_trainer(params, tiny_base, tiny_tokenizer, examples, [], quick_config(params, tmp_path))
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
     with torch.no_grad():
         fused = float(trainer.compute_loss(trainer.model, dict(batch)))

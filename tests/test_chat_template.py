@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from transformers.utils.chat_template_utils import render_jinja_template
 
 from pipeline.functiongemma import BOS, render_completion, render_conversation, render_prompt, render_row
-from tests.test_functiongemma import _golden
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = (ROOT / "pipeline" / "chat_template.jinja").read_text()
@@ -45,8 +44,8 @@ def assert_same_as_module(tools: list[dict], messages: list[dict]) -> None:
 
 
 
-@pytest.mark.parametrize("row, expected", _golden(), ids=["one_call", "two_calls", "openai_shape"])
-def test_template_reproduces_golden_rows(row, expected):
+def test_template_reproduces_golden_rows(golden_case):
+    row, expected = golden_case
     *history, _ = row["messages"]
     assert apply_template(history, row["tools"], add_generation_prompt=True) == expected["prompt"]
     assert (

@@ -11,7 +11,7 @@ from ruamel.yaml import YAML
 from commands import demo
 from pipeline.common import UserError
 from pipeline.params import SECTIONS, load_params
-from tests.test_pipeline import set_params
+from tests.helpers import set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,7 @@ def test_table_reads_what_the_eval_stage_writes():
 
     def result(texts):
         generation = Generation(texts=texts, token_ids=[[1]] * 2, stopped=[True] * 2, prompt_tokens=[5] * 2, seconds=1.0)
-        return eval_stage.ModelResult(generation, [scoring.score_row(t, x) for t, x in zip(targets, texts)])
+        return eval_stage.ModelResult([0, 1], generation, [scoring.score_row(t, x) for t, x in zip(targets, texts)])
 
     metrics = eval_stage.build_metrics({"finetuned": result([right[0], "no<end_of_turn>"]), "base": result(["x", "y"])})
     table = demo.summary_table(metrics, {}, None, {"train": 60.0})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import shutil
@@ -16,6 +17,8 @@ from stages import eval as eval_stage
 from pipeline import functiongemma as fg
 from pipeline import scoring
 from pipeline.common import UserError, read_json
+from pipeline.examples import example_id
+from pipeline.params import parse_section
 from pipeline.generate import Generation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,11 +32,12 @@ def gen(texts: list[str], stopped: list[bool] | None = None, seconds: float = 2.
 def rows_with_targets() -> list[dict]:
     email = {"name": "send_email", "arguments": {"to": "a@b.c", "subject": "Hi"}}
     light = {"name": "turn_on_flashlight", "arguments": {}}
-    return [
+    rows = [
         {"prompt": "<bos>p0", "target_calls": [email], "user": "mail a@b.c saying Hi", "line": 11, "_line": 1},
         {"prompt": "<bos>p1", "target_calls": [light], "user": "light on", "line": 12, "_line": 2},
         {"prompt": "<bos>p2", "target_calls": [light], "user": "torch please", "line": 13, "_line": 3},
     ]
+    return [{**r, "id": example_id(r)} for r in rows]
 
 
 def completion(*calls: dict) -> str:
@@ -41,29 +45,12 @@ def completion(*calls: dict) -> str:
 
 
 def results_for(rows: list[dict], texts: dict[str, list[str]]) -> dict[str, eval_stage.ModelResult]:
-    return {name: eval_stage.ModelResult(gen(t), [scoring.score_row(r["target_calls"], x) for r, x in zip(rows, t)])
+    return {name: eval_stage.ModelResult(list(range(len(t))), gen(t),
+                                         [scoring.score_row(r["target_calls"], x) for r, x in zip(rows, t)])
             for name, t in texts.items()}
 
 
 # ---------------------------------------------------------------- pure parts
-
-
-def test_select_rows_is_deterministic_evenly_spaced_and_in_order():
-    rows = [{"i": i} for i in range(10)]
-    assert eval_stage.select_rows(rows, 0) == rows
-    assert eval_stage.select_rows(rows, 50) == rows
-    assert [r["i"] for r in eval_stage.select_rows(rows, 4)] == [0, 2, 5, 7]
-    assert [r["i"] for r in eval_stage.select_rows(rows, 1)] == [0]
-
-
-def test_check_rows_lists_every_bad_line():
-    numbered = [(1, {"prompt": "<bos>x", "target_calls": []}, ""), (2, None, "invalid JSON"),
-                (3, {"prompt": "", "target_calls": []}, ""), (4, {"prompt": "<bos>y", "target_calls": [{"arguments": {}}]}, "")]
-    with pytest.raises(UserError, match=r"3 bad rows \(line 2: invalid JSON; line 3: no 'prompt'.*line 4: 'target_calls'"):
-        eval_stage.check_rows(numbered, Path("eval.jsonl"))
-    assert eval_stage.check_rows(numbered[:1], Path("e"))[0]["_line"] == 1
-    with pytest.raises(UserError, match="holds no rows"):
-        eval_stage.check_rows([], Path("e"))
 
 
 def test_metrics_are_flat_per_model_with_deltas():
@@ -71,7 +58,8 @@ def test_metrics_are_flat_per_model_with_deltas():
     right = [completion(*r["target_calls"]) for r in rows]
     results = results_for(rows, {"finetuned": [right[0], right[1], "Sure!<end_of_turn>"], "base": ["x", "y", "z"]})
     metrics = eval_stage.build_metrics(results)
-    assert metrics["rows"] == 3 and metrics["rows_expecting_none"] == 0
+    assert metrics["rows_finetuned"] == metrics["rows_base"] == metrics["rows_paired"] == 3
+    assert metrics["rows_expecting_none_finetuned"] == 0
     assert metrics["exact_match_finetuned"] == pytest.approx(2 / 3)
     assert metrics["exact_match_base"] == 0.0
     assert metrics["exact_match_delta"] == pytest.approx(2 / 3)
@@ -80,16 +68,40 @@ def test_metrics_are_flat_per_model_with_deltas():
     assert metrics["examples_per_s_finetuned"] == pytest.approx(1.5)  # 3 rows in 2 s
     assert metrics["generated_tokens_per_s_base"] == pytest.approx(4.5)  # 9 tokens in 2 s
     assert all(isinstance(v, (int, float)) and "." not in k for k, v in metrics.items())
-    expected_models = {"finetuned", "base", "delta"}
+    expected_models = {"finetuned", "base", "delta", "paired"}
     for key in metrics:
-        if key not in ("rows", "rows_expecting_none"):
-            assert key.rsplit("_", 1)[1] in expected_models, key
+        assert key.rsplit("_", 1)[1] in expected_models, key
 
 
 def test_metrics_without_base_have_no_deltas():
     rows = rows_with_targets()
     metrics = eval_stage.build_metrics(results_for(rows, {"finetuned": ["a", "b", "c"]}))
     assert "exact_match_finetuned" in metrics and not any(k.endswith(("_base", "_delta")) for k in metrics)
+
+
+def test_base_on_a_subset_pairs_the_delta_over_the_shared_rows():
+    rows = rows_with_targets()
+    right = [completion(*r["target_calls"]) for r in rows]
+    params = parse_section("eval", {"batch_size": 2, "max_new_tokens": 8, "limit": 0, "compare_base": True,
+                                     "base_limit": 2, "base_max_new_tokens": 4})
+    plan = eval_stage.model_rows(len(rows), params)
+    assert plan == {"finetuned": [0, 1, 2], "base": [0, 1]}  # evenly spaced: rows 0 and 1 of 3
+    tuned = eval_stage.ModelResult([0, 1, 2], gen([right[0], "x", right[2]]),
+                                   [scoring.score_row(r["target_calls"], t) for r, t in zip(rows, [right[0], "x", right[2]])])
+    base = eval_stage.ModelResult([0, 1], gen([right[0], "y"]),
+                                  [scoring.score_row(rows[i]["target_calls"], t) for i, t in zip([0, 1], [right[0], "y"])])
+    metrics = eval_stage.build_metrics({"finetuned": tuned, "base": base})
+    assert (metrics["rows_finetuned"], metrics["rows_base"], metrics["rows_paired"]) == (3, 2, 2)
+    assert metrics["exact_match_finetuned"] == pytest.approx(2 / 3) and metrics["exact_match_base"] == 0.5
+    assert metrics["exact_match_delta"] == 0.0  # on rows 0 and 1 both got one right
+    records = eval_stage.prediction_records(rows, {"finetuned": tuned, "base": base})
+    assert [(r["model"], r["eval_line"]) for r in records] == [("finetuned", 1), ("finetuned", 2), ("finetuned", 3),
+                                                               ("base", 1), ("base", 2)]
+    assert [r["exact"] for r in records] == [True, False, True, True, False]
+    assert records[1]["id"] == records[4]["id"] == rows[1]["id"] and records[1]["raw"] == "x"
+    mismatches = eval_stage.mismatch_records(rows, {"finetuned": tuned, "base": base})
+    assert len(mismatches) == 1 and mismatches[0]["base"]["raw"] == "y"
+    assert eval_stage.model_rows(3, dataclasses.replace(params, compare_base=False)) == {"finetuned": [0, 1, 2]}
 
 
 def test_mismatches_hold_every_wrong_row_with_both_models():
@@ -132,16 +144,18 @@ def stage_args(tmp_path: Path, params: Path, data: Path, base: Path, finetuned: 
     out = tmp_path / "metrics"
     return ["--params", str(params), "--data", str(data), "--base-model", str(base), "--finetuned-model", str(finetuned),
             "--metrics", str(out / "eval.json"), "--per-function", str(out / "eval_per_function.json"),
-            "--confusion", str(out / "eval_confusion.json"), "--mismatches", str(out / "eval_mismatches.jsonl")]
+            "--confusion", str(out / "eval_confusion.json"), "--mismatches", str(out / "eval_mismatches.jsonl"),
+            "--predictions", str(out / "predictions.jsonl"), "--record", str(out / "record.json")]
 
 
 def test_stage_on_tiny_models_writes_every_declared_output(tmp_path, tiny_base, formatted_sample):
     args = stage_args(tmp_path, eval_params(tmp_path), formatted_sample / "eval.jsonl", tiny_base, tiny_base)
     eval_stage.main(args)
     out = tmp_path / "metrics"
-    assert {p.name for p in out.iterdir()} == {"eval.json", "eval_per_function.json", "eval_confusion.json", "eval_mismatches.jsonl"}
+    assert {p.name for p in out.iterdir()} == {"eval.json", "eval_per_function.json", "eval_confusion.json",
+                                              "eval_mismatches.jsonl", "predictions.jsonl", "record.json"}
     metrics = read_json(out / "eval.json")
-    assert metrics["rows"] == 6
+    assert metrics["rows_finetuned"] == metrics["rows_base"] == 6
     # The same random model on the same prompts: the two columns agree and the deltas are zero.
     assert metrics["exact_match_finetuned"] == metrics["exact_match_base"] == 0.0
     assert metrics["exact_match_delta"] == 0.0 and metrics["generated_tokens_finetuned"] == 6 * 4
@@ -174,11 +188,15 @@ def test_stage_scores_what_the_models_generate(tmp_path, formatted_sample, monke
     args = stage_args(tmp_path, eval_params(tmp_path, limit=0), formatted_sample / "eval.jsonl", tmp_path / "base", tmp_path / "finetuned")
     eval_stage.main(args)
     metrics = read_json(tmp_path / "metrics" / "eval.json")
-    assert metrics["rows"] == len(rows)
+    assert metrics["rows_finetuned"] == len(rows)
     assert metrics["exact_match_finetuned"] == 1.0 and metrics["argument_f1_finetuned"] == 1.0
     assert metrics["exact_match_base"] == 0.0 and metrics["missed_call_rate_base"] == 1.0
     assert metrics["exact_match_delta"] == 1.0
     assert (tmp_path / "metrics" / "eval_mismatches.jsonl").read_text() == ""
+    predictions = [json.loads(line) for line in (tmp_path / "metrics" / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 2 * len(rows)
+    assert {(p["model"], p["exact"]) for p in predictions} == {("finetuned", True), ("base", False)}
+    assert [p["id"] for p in predictions if p["model"] == "base"] == [example_id(r) for r in rows]
     table = read_json(tmp_path / "metrics" / "eval_per_function.json")
     assert {r["function"] for r in table} == {n for r in rows for n in r["function_names"]}
     assert all(r["exact_match_finetuned"] == 1.0 and r["exact_match_base"] == 0.0 for r in table)
@@ -213,10 +231,11 @@ def test_dvc_cmd_uses_only_known_arguments_and_declares_every_output():
     assert argv[:3] == ["python", "-m", "stages.eval"]
     flags = {a for a in argv[3:] if a.startswith("--")}
     assert flags == {"--params", "--data", "--base-model", "--finetuned-model", "--metrics", "--per-function",
-                     "--confusion", "--mismatches"}
+                     "--confusion", "--mismatches", "--predictions", "--record"}
     values = dict(zip(argv[3::2], argv[4::2]))
     declared = {next(iter(o)) if isinstance(o, dict) else o for key in ("metrics", "plots", "outs") for o in stage[key]}
-    assert declared == {values[f] for f in ("--metrics", "--per-function", "--confusion", "--mismatches")}
+    assert declared == {values[f] for f in ("--metrics", "--per-function", "--confusion", "--mismatches",
+                                            "--predictions", "--record")}
     assert {values["--data"], values["--base-model"], values["--finetuned-model"]} <= set(stage["deps"])
     assert stage["params"] == ["eval"]
 
@@ -282,7 +301,7 @@ def test_compare_base_false_evaluates_only_the_finetuned_model(tmp_path, formatt
     eval_stage.main(args)
     assert loaded == ["finetuned"]
     metrics = read_json(tmp_path / "metrics" / "eval.json")
-    assert metrics["rows"] == 5 and metrics["exact_match_finetuned"] == 0.0
+    assert metrics["rows_finetuned"] == 5 and metrics["exact_match_finetuned"] == 0.0
     assert not any(k.endswith(("_base", "_delta")) for k in metrics)
     records = [json.loads(line) for line in (tmp_path / "metrics" / "eval_mismatches.jsonl").read_text().splitlines()]
     assert len(records) == 5 and all("base" not in r and r["finetuned"]["raw"] == "nothing" for r in records)

@@ -36,7 +36,6 @@ from pipeline.functiongemma import (
     unwrap_tool,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures"
 PROPERTY = settings(max_examples=150, deadline=None, database=None)
 
 E = ESCAPE  # short alias for hand-written expected strings
@@ -54,24 +53,13 @@ def _decl(name: str, body: str) -> str:
 # --------------------------------------------------------------------------- golden fixtures
 
 
-def _golden() -> list[tuple[dict, dict]]:
-    rows = [
-        json.loads(line)
-        for line in (FIXTURES / "functiongemma_golden_rows.jsonl").read_text().splitlines()
-        if line
-    ]
-    expected = json.loads((FIXTURES / "functiongemma_golden_expected.json").read_text())
-    assert len(rows) == len(expected) == 3
-    return list(zip(rows, expected, strict=True))
-
-
-@pytest.mark.parametrize("row, expected", _golden(), ids=["one_call", "two_calls", "openai_shape"])
-def test_golden_rows_render_byte_for_byte(row, expected):
+def test_golden_rows_render_byte_for_byte(golden_case):
+    row, expected = golden_case
     assert render_row(row) == expected
 
 
-@pytest.mark.parametrize("row, expected", _golden(), ids=["one_call", "two_calls", "openai_shape"])
-def test_golden_completions_parse_back_to_the_rows_calls(row, expected):
+def test_golden_completions_parse_back_to_the_rows_calls(golden_case):
+    row, expected = golden_case
     parsed = parse_output(expected["completion"])
     assert parsed == ParsedOutput(calls_from_message(row["messages"][-1]), "", False)
 

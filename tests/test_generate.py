@@ -12,7 +12,6 @@ from pipeline import functiongemma as fg
 from pipeline.common import UserError
 from pipeline.generate import encode_prompts, generate, generate_texts, length_sorted_batches, load_model
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 STOP_IDS = (50, 106, 1)  # <start_function_response>, <end_of_turn>, <eos>
 
 

@@ -3,63 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DVC = [sys.executable, "-m", "dvc"]
-# what a pipeline run needs from the repository (not .venv, not outputs)
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "pipeline", "commands", "data/sample", "pyproject.toml", ".gitignore"]
-
-
-def run(cmd: list[str], cwd: Path, timeout: int = 600) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def set_params(params: Path, updates: dict[str, object]) -> None:
-    """Edit params.yaml the way `dvc exp run -S` does (comments kept)."""
-    from dvc.utils.serialize import modify_yaml
-
-    with modify_yaml(params) as data:
-        for key, value in updates.items():
-            node = data
-            *parents, last = key.split(".")
-            for part in parents:
-                node = node[part]
-            node[last] = value
-
-
-def make_project(tmp_path: Path, params: dict[str, object]) -> Path:
-    """Copy the project into a new git repo with one commit (what `dvc exp run` needs)."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, repo / name)
-    set_params(repo / "params.yaml", params)
-    run(["git", "init", "-q"], repo)
-    run(["git", "config", "user.email", "ci@example.com"], repo)
-    run(["git", "config", "user.name", "ci"], repo)
-    run(DVC + ["init", "-q"], repo)
-    run(DVC + ["config", "core.analytics", "false"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "project"], repo)
-    return repo
-
-
-OFFLINE_TINY = {"data.source": "sample", "model.source": "tiny"}
+from tests.helpers import DVC, OFFLINE_TINY, ROOT, env, make_project, run, set_params
 
 
 def test_repro_fetch_format_then_nothing_changes(tmp_path):
@@ -92,8 +40,7 @@ def test_repro_fetch_format_then_nothing_changes(tmp_path):
 @pytest.mark.parametrize("bad, key", [({"model.source": "huggingface"}, "model.source")])
 def test_bad_param_fails_the_stage_before_work(tmp_path, bad, key):
     repo = make_project(tmp_path, dict(OFFLINE_TINY, **bad))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    result = subprocess.run(DVC + ["repro", "format"], cwd=repo, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(DVC + ["repro", "format"], cwd=repo, capture_output=True, text=True, timeout=600, env=env())
     assert result.returncode != 0
     assert key in result.stdout + result.stderr
     assert not (repo / "data" / "raw").exists() and not (repo / "models" / "base").exists()

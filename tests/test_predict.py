@@ -16,26 +16,18 @@ from commands import predict
 from pipeline.common import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 NOW = "2026-01-16T00:50:30"
 
 
-def golden_rows() -> list[dict]:
-    path = FIXTURES / "functiongemma_golden_rows.jsonl"
-    if not path.exists():
-        pytest.skip("shared fixtures not present")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def test_default_tools_are_the_seven_mobile_actions_functions_as_the_data_declares_them():
-    rows = [r for r in golden_rows() if len(r["tools"]) == 7]
+def test_default_tools_are_the_seven_mobile_actions_functions_as_the_data_declares_them(golden_rows):
+    rows = [r for r in golden_rows if len(r["tools"]) == 7]
     assert rows
     for row in rows:
         assert {t["function"]["name"]: t for t in row["tools"]} == {t["function"]["name"]: t for t in mobile_actions.TOOLS}
 
 
-def test_prompt_is_the_data_sets_prompt_for_the_same_moment_and_request():
-    row = golden_rows()[0]
+def test_prompt_is_the_data_sets_prompt_for_the_same_moment_and_request(golden_rows):
+    row = golden_rows[0]
     developer, user = row["messages"][0], row["messages"][1]
     now = datetime.fromisoformat(NOW)
     assert predict.developer_message(now) == developer  # same wording, date, time and day of week

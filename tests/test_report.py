@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from commands.report import render
-from tests.test_pipeline import DVC, ROOT, make_project, run, set_params
+from tests.helpers import DVC, ROOT, make_project, run, set_params
 
 WORKFLOW = ROOT / ".github" / "workflows" / "pr.yml"
 

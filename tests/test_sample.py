@@ -21,7 +21,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 GENERATOR = ROOT / "data" / "sample" / "generate.py"
 SAMPLE = ROOT / "data" / "sample" / "mobile_actions_sample.jsonl"
-GOLDEN_ROWS = ROOT.parent / "shared" / "fixtures" / "functiongemma_golden_rows.jsonl"
 
 SIGNATURES = {  # name -> (properties, required), as docs/FORMAT.md lists them
     "turn_on_flashlight": (set(), []),
@@ -85,10 +84,8 @@ def test_row_counts_and_shape(lines, rows):
         assert row["messages"][1]["content"].strip() == row["messages"][1]["content"]
 
 
-def test_tools_are_the_seven_of_the_real_rows(rows):
-    if not GOLDEN_ROWS.exists():
-        pytest.skip(f"{GOLDEN_ROWS} is not here")
-    real = json.loads(GOLDEN_ROWS.read_text(encoding="utf-8").splitlines()[0])["tools"]
+def test_tools_are_the_seven_of_the_real_rows(rows, golden_rows):
+    real = golden_rows[0]["tools"]
 
     def canonical(tools):  # order-free view: name -> (description, sorted properties, required)
         return {t["function"]["name"]: (t["function"]["description"], t["function"]["parameters"]["type"],

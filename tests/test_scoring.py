@@ -13,7 +13,6 @@ from pipeline import functiongemma as fg
 from pipeline import scoring
 from pipeline.scoring import NO_CALL, normalize_value, score_row, summarize
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 EMAIL = {"name": "send_email", "arguments": {"to": "ana@x.org", "subject": "Lunch", "body": "At noon?"}}
 EVENT = {"name": "create_calendar_event", "arguments": {"title": "Standup", "datetime": "2026-01-20T15:00:00"}}
@@ -176,10 +175,14 @@ def test_per_function_table():
     table = scoring.per_function({"finetuned": finetuned, "base": base})
     by_name = {r["function"]: r for r in table}
     assert [r["function"] for r in table] == sorted(by_name)
-    assert by_name["send_email"] == {"function": "send_email", "rows": 2, "exact_match_finetuned": 0.5, "exact_match_base": 0.0}
+    assert by_name["send_email"] == {"function": "send_email", "rows": 2, "rows_finetuned": 2, "rows_base": 2,
+                                     "exact_match_finetuned": 0.5, "exact_match_base": 0.0}
     assert by_name["create_calendar_event"]["exact_match_finetuned"] == 1.0
     assert by_name["turn_on_flashlight"]["exact_match_finetuned"] == 1.0
-    assert by_name[NO_CALL] == {"function": NO_CALL, "rows": 1, "exact_match_finetuned": 1.0, "exact_match_base": 1.0}
+    assert by_name[NO_CALL] == {"function": NO_CALL, "rows": 1, "rows_finetuned": 1, "rows_base": 1,
+                                "exact_match_finetuned": 1.0, "exact_match_base": 1.0}
+    subset = scoring.per_function({"finetuned": finetuned, "base": base[:1]})  # the base model scored one row
+    assert {r["function"]: (r["rows"], r["rows_base"]) for r in subset}["send_email"] == (2, 1)
 
 
 def test_confusion_aligns_calls_and_fills_the_gaps():
@@ -202,14 +205,10 @@ def test_confusion_aligns_calls_and_fills_the_gaps():
     assert "turn_off_flashlight" in text and text.count("\n") == len(table)
 
 
-@pytest.mark.skipif(not (FIXTURES / "functiongemma_golden_expected.json").exists(), reason="shared fixtures not present")
-def test_the_real_completions_score_as_exact_matches():
-    rows = [json.loads(line) for line in (FIXTURES / "functiongemma_golden_rows.jsonl").read_text().splitlines() if line]
-    expected = json.loads((FIXTURES / "functiongemma_golden_expected.json").read_text())
-    completions = [e["completion"] for e in (expected if isinstance(expected, list) else expected.values())]
-    for row, completion in zip(rows, completions, strict=True):
-        target = fg.calls_from_message(row["messages"][-1])
-        assert target and score_row(target, completion).exact, completion
+def test_the_real_completions_score_as_exact_matches(golden_case):
+    row, expected = golden_case
+    target = fg.calls_from_message(row["messages"][-1])
+    assert target and score_row(target, expected["completion"]).exact, expected["completion"]
 
 
 # ---------------------------------------------------------------- property: never crashes

@@ -19,14 +19,12 @@ from pathlib import Path
 import pytest
 
 from pipeline import functiongemma as fg
-from stages import train
 from pipeline.common import UserError
-from pipeline.params import ParamsError, parse_section, read_yaml
-from tests.test_pipeline import set_params
+from pipeline.hardware import native_bf16, resolve_precision
+from pipeline.params import ParamsError
+from stages import train
+from tests.helpers import DVC, OFFLINE_TINY, ROOT, env, init_repo, make_project, quick_config, run, set_params, train_params
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
-DVC = [sys.executable, "-m", "dvc"]
 BOS_ID, EOS_ID, END_OF_TURN_ID, START_CALL_ID, START_RESPONSE_ID = 2, 1, 106, 48, 50
 
 # Small and fast: 2 sequences per step, no gradient checkpointing, a 2-row eval set.
@@ -40,28 +38,24 @@ QUICK = {
     "train.save_strategy": "steps",
     "train.save_steps": 2,
 }
+STAGE_OUTPUTS = ["--out-dir", "models/finetuned", "--checkpoint-dir", "models/checkpoints", "--metrics",
+                 "metrics/train.json", "--live-dir", "metrics/train", "--record", "metrics/record/train.json"]
 
 
 # ---------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_base):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_base)
+def formatted(row: dict) -> dict:
+    """A prompt/completion pair as the format stage writes it (the fields every reader checks)."""
+    return {"target_calls": [], "tools": [], "messages": [], **row}
 
 
-def golden() -> list[dict]:
-    """prompt/completion pairs the real FunctionGemma chat template produced (FORMAT.md fixtures)."""
-    return json.loads((FIXTURES / "functiongemma_golden_expected.json").read_text())
-
-
-def text_answer_row() -> dict:
+@pytest.fixture
+def text_answer_row(golden_rows) -> dict:
     """A formatted row whose completion is a text answer, not a call."""
-    row = json.loads((FIXTURES / "functiongemma_golden_rows.jsonl").read_text().splitlines()[0])
+    row = dict(golden_rows[0])
     row["messages"] = row["messages"][:2] + [{"role": "assistant", "content": "I cannot do that."}]
-    return fg.render_row(row)
+    return formatted(fg.render_row(row))
 
 
 def params_file(folder: Path, updates: dict[str, object]) -> Path:
@@ -71,39 +65,24 @@ def params_file(folder: Path, updates: dict[str, object]) -> Path:
     return path
 
 
-def train_params(**overrides):
-    values = read_yaml(ROOT / "params.yaml")["train"]
-    for key, value in overrides.items():
-        if key.startswith("lora_"):
-            values["lora"] = dict(values["lora"], **{key[5:]: value})
-        else:
-            values[key] = value
-    return parse_section("train", values)
-
-
-def quick_config(params, tmp_path: Path):
-    return train.sft_config(params, tmp_path / "ck", "fp32", "adamw_torch", has_eval=False, use_cpu=True)
-
-
 def write_formatted(folder: Path, train_rows: list[dict], eval_rows: list[dict]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train", train_rows), ("eval", eval_rows)):
         with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps({"prompt": row["prompt"], "completion": row["completion"]}) + "\n")
+                f.write(json.dumps(formatted(row), ensure_ascii=False) + "\n")
     return folder
 
 
-def sample_rows(formatted: Path, split: str, n: int) -> list[dict]:
-    lines = (formatted / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
+def sample_rows(formatted_dir: Path, split: str, n: int) -> list[dict]:
+    lines = (formatted_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines[:n]]
 
 
 def run_stage(workdir: Path, params: Path, data: Path, base: Path) -> dict:
-    """The stage in this process, as dvc.yaml's cmd calls it; returns metrics/train.json."""
-    train.main(["--params", str(params), "--data-dir", str(data), "--base-model", str(base),
-                "--out-dir", str(workdir / "models/finetuned"), "--checkpoint-dir", str(workdir / "models/checkpoints"),
-                "--metrics", str(workdir / "metrics/train.json"), "--live-dir", str(workdir / "metrics/train")])
+    """The stage in this process, as dvc.yaml's cmd calls it (outputs under workdir); returns metrics/train.json."""
+    outputs = [str(workdir / v) if not v.startswith("--") else v for v in STAGE_OUTPUTS]
+    train.main(["--params", str(params), "--data-dir", str(data), "--base-model", str(base), *outputs])
     return json.loads((workdir / "metrics/train.json").read_text())
 
 
@@ -113,15 +92,8 @@ def state_dict(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
-def env() -> dict:
-    return dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
-                PYTHONPATH=str(ROOT))
-
-
 def sh(cmd: list[str], cwd: Path, timeout: int = 300, stdout_only: bool = False) -> str:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env())
-    assert result.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout if stdout_only else result.stdout + result.stderr
+    return run(cmd, cwd, timeout=timeout, stdout_only=stdout_only, PYTHONPATH=str(ROOT))
 
 
 def make_repo(tmp_path: Path, updates: dict[str, object], tiny_base: Path, formatted_sample: Path) -> Path:
@@ -134,32 +106,41 @@ def make_repo(tmp_path: Path, updates: dict[str, object], tiny_base: Path, forma
         shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
     set_params(repo / "params.yaml", updates)
     (repo / ".gitignore").write_text("__pycache__/\n/models/base\n/data/formatted\n")
-    sh(["git", "init", "-q"], repo)
-    sh(["git", "config", "user.email", "ci@example.com"], repo)
-    sh(["git", "config", "user.name", "ci"], repo)
-    sh(DVC + ["init", "-q"], repo)
-    sh(DVC + ["config", "core.analytics", "false"], repo)
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-q", "-m", "project"], repo)
+    init_repo(repo)
     shutil.copytree(tiny_base, repo / "models/base")
     write_formatted(repo / "data/formatted", sample_rows(formatted_sample, "train", 8), sample_rows(formatted_sample, "eval", 2))
     return repo
 
 
+def start_and_kill_after_first_checkpoint(repo: Path, cmd: list[str]) -> list[int]:
+    """Start `cmd` in the repo, SIGKILL it (and the stage it runs) right after its first complete checkpoint;
+    returns the steps of the checkpoints it left."""
+    ckpt = repo / "models/checkpoints"
+    first = subprocess.Popen(cmd, cwd=repo, env=env(PYTHONPATH=str(ROOT)), start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while not train.complete_checkpoints(ckpt) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    return [int(p.name.split("-")[-1]) for p in train.complete_checkpoints(ckpt)]
+
+
 # ---------------------------------------------------------------- token-exact examples
 
 
-def test_tokenized_example_has_one_bos_masked_prompt_and_ends_on_the_stop_token(tiny_base, tokenizer, tmp_path, monkeypatch):
+def test_tokenized_example_has_one_bos_masked_prompt_and_ends_on_the_stop_token(tiny_base, tiny_tokenizer, tmp_path,
+                                                                              monkeypatch, golden_expected, text_answer_row):
     """What the trainer trains on, read back from TRL's prepared dataset, for the golden rows."""
     monkeypatch.chdir(tmp_path)
     from transformers import GenerationConfig
 
     names = [fg.BOS, fg.EOS, fg.END_OF_TURN, fg.START_CALL, fg.START_RESPONSE]
-    assert tokenizer.convert_tokens_to_ids(names) == [BOS_ID, EOS_ID, END_OF_TURN_ID, START_CALL_ID, START_RESPONSE_ID]
+    assert tiny_tokenizer.convert_tokens_to_ids(names) == [BOS_ID, EOS_ID, END_OF_TURN_ID, START_CALL_ID, START_RESPONSE_ID]
     stops = GenerationConfig.from_pretrained(tiny_base).eos_token_id  # what generation stops on
-    rows = [*golden(), text_answer_row()]
-    examples, truncated, dropped = train.build_examples(tokenizer, rows, max_length=997)
-    trainer = train.build_trainer(train_params(), tiny_base, tokenizer, examples, [], quick_config(train_params(), tmp_path))
+    rows = [*map(formatted, golden_expected), text_answer_row]
+    examples, truncated, dropped = train.build_examples(tiny_tokenizer, rows, max_length=997)
+    trainer = train.build_trainer(train_params(), tiny_base, tiny_tokenizer, examples, [], quick_config(train_params(), tmp_path))
 
     for row, prepared in zip(rows, trainer.train_dataset):
         ids, labels = prepared["input_ids"], prepared["labels"]
@@ -167,32 +148,32 @@ def test_tokenized_example_has_one_bos_masked_prompt_and_ends_on_the_stop_token(
         assert ids[0] == BOS_ID and ids.count(BOS_ID) == 1
         assert EOS_ID not in ids
         assert all(label == -100 for label in labels[:start]) and labels[start:] == ids[start:]
-        assert tokenizer.decode(ids[:start]) == row["prompt"]  # the prompt the runtime prefills, byte for byte
-        assert tokenizer.decode(ids[start:]) == row["completion"]
-        assert ids == tokenizer(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"]
-    calls = list(trainer.train_dataset)[: len(golden())]
+        assert tiny_tokenizer.decode(ids[:start]) == row["prompt"]  # the prompt the runtime prefills, byte for byte
+        assert tiny_tokenizer.decode(ids[start:]) == row["completion"]
+        assert ids == tiny_tokenizer(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"]
+    calls = list(trainer.train_dataset)[: len(golden_expected)]
     assert all(ex["input_ids"][-1] == START_RESPONSE_ID for ex in calls)  # ends on <start_function_response>, no <eos>
     assert all(ex["input_ids"][next(i for i, x in enumerate(ex["labels"]) if x != -100)] == START_CALL_ID for ex in calls)
     text = trainer.train_dataset[len(rows) - 1]["input_ids"]
-    assert text[-2] == END_OF_TURN_ID and tokenizer.decode(text[-1:]) == "\n"  # a text answer: <end_of_turn>\n
+    assert text[-2] == END_OF_TURN_ID and tiny_tokenizer.decode(text[-1:]) == "\n"  # a text answer: <end_of_turn>\n
     assert START_RESPONSE_ID in stops and END_OF_TURN_ID in stops  # each completion ends on a token the runtime stops on
     assert (truncated, dropped) == (0, 0)
     # the trap this avoids: the tokenizer's default call adds a second <bos> to our prompts
-    assert tokenizer(rows[0]["prompt"])["input_ids"][:2] == [BOS_ID, BOS_ID]
+    assert tiny_tokenizer(rows[0]["prompt"])["input_ids"][:2] == [BOS_ID, BOS_ID]
 
 
-def test_long_examples_are_cut_and_prompt_only_ones_dropped(tokenizer):
-    row = golden()[0]
-    prompt_len = len(tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
-    examples, truncated, dropped = train.build_examples(tokenizer, [row, row], max_length=prompt_len + 3)
+def test_long_examples_are_cut_and_prompt_only_ones_dropped(tiny_tokenizer, golden_expected):
+    row = golden_expected[0]
+    prompt_len = len(tiny_tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
+    examples, truncated, dropped = train.build_examples(tiny_tokenizer, [row, row], max_length=prompt_len + 3)
     assert (truncated, dropped) == (2, 0)
     assert all(len(ex["input_ids"]) == prompt_len + 3 and sum(ex["completion_mask"]) == 3 for ex in examples)
-    assert train.build_examples(tokenizer, [row], max_length=prompt_len)[1:] == (1, 1)
+    assert train.build_examples(tiny_tokenizer, [row], max_length=prompt_len)[1:] == (1, 1)
 
 
-def test_prompt_without_bos_gets_exactly_one(tokenizer):
-    row = golden()[0]
-    ex = train.tokenize_example(tokenizer, row["prompt"].removeprefix(fg.BOS), row["completion"])
+def test_prompt_without_bos_gets_exactly_one(tiny_tokenizer, golden_expected):
+    row = golden_expected[0]
+    ex = train.tokenize_example(tiny_tokenizer, row["prompt"].removeprefix(fg.BOS), row["completion"])
     assert ex["input_ids"][0] == BOS_ID and ex["input_ids"].count(BOS_ID) == 1
 
 
@@ -207,17 +188,17 @@ def _batch_loss(trainer) -> float:
         return float(trainer.compute_loss(trainer.model, batch))
 
 
-def test_skip_prompt_logits_and_padding_free_keep_the_loss(tiny_base, tokenizer, tmp_path, monkeypatch):
+def test_skip_prompt_logits_and_padding_free_keep_the_loss(tiny_base, tiny_tokenizer, tmp_path, monkeypatch, golden_expected):
     monkeypatch.chdir(tmp_path)
-    examples, _, _ = train.build_examples(tokenizer, golden(), max_length=997)  # different lengths: padding matters
+    examples, _, _ = train.build_examples(tiny_tokenizer, golden_expected, max_length=997)  # different lengths: padding matters
     params = train_params(per_device_batch_size=len(examples), gradient_checkpointing=False)
-    trainer = train.build_trainer(params, tiny_base, tokenizer, examples, [], quick_config(params, tmp_path))
+    trainer = train.build_trainer(params, tiny_base, tiny_tokenizer, examples, [], quick_config(params, tmp_path))
     train.score_only_loss_positions(False)
     reference = _batch_loss(trainer)  # every position through the output layer (TRL's CPU path)
     train.score_only_loss_positions(True)
     compact = _batch_loss(trainer)
     params = train_params(per_device_batch_size=len(examples), gradient_checkpointing=False, padding_free=True)
-    padding_free = _batch_loss(train.build_trainer(params, tiny_base, tokenizer, examples, [], quick_config(params, tmp_path)))
+    padding_free = _batch_loss(train.build_trainer(params, tiny_base, tiny_tokenizer, examples, [], quick_config(params, tmp_path)))
     assert reference > 5  # a random model: about ln(262144) = 12.5 per token
     assert compact == pytest.approx(reference, rel=1e-5)
     assert padding_free == pytest.approx(reference, rel=1e-4)  # examples stay apart without padding
@@ -240,23 +221,63 @@ def test_invalid_combinations_fail_at_load_time(overrides, key):
 
 
 def test_precision_and_optimizer_follow_the_hardware():
-    assert train.resolve_precision("auto", "cuda", True) == "bf16"
-    assert train.resolve_precision("auto", "cuda", False) == "fp32"
-    assert train.resolve_precision("auto", "cpu", False) == "fp32"
-    assert train.resolve_precision("auto", "cpu", True) == "bf16"  # AVX512-BF16 / AMX
-    assert train.resolve_precision("auto", "mps", True) == "fp32"
+    assert resolve_precision("auto", "cuda", True) == "bf16"
+    assert resolve_precision("auto", "cuda", False) == "fp32"
+    assert resolve_precision("auto", "cpu", False) == "fp32"
+    assert resolve_precision("auto", "cpu", True) == "bf16"  # AVX512-BF16 / AMX
+    assert resolve_precision("auto", "mps", True) == "fp32"
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
-        train.resolve_precision("fp16", "cpu", False)
+        resolve_precision("fp16", "cpu", False)
     assert train.resolve_optim("adamw_torch_fused", "cpu") == "adamw_torch_fused"
     assert train.resolve_optim("adamw_torch_fused", "neuron") == "adamw_torch"
 
 
-def test_fingerprint_changes_with_params_data_and_processes():
-    base = train.fingerprint(train_params(), {"data": "a"}, 1)
-    assert base == train.fingerprint(train_params(), {"data": "a"}, 1)
-    assert base != train.fingerprint(train_params(lr=2e-5), {"data": "a"}, 1)
-    assert base != train.fingerprint(train_params(), {"data": "b"}, 1)
-    assert base != train.fingerprint(train_params(), {"data": "a"}, 2)
+def test_fingerprint_covers_everything_that_shapes_the_result(tiny_base, formatted_sample, tmp_path, monkeypatch):
+    data = write_formatted(tmp_path / "data", sample_rows(formatted_sample, "train", 2), sample_rows(formatted_sample, "eval", 1))
+
+    def run_id(params=None, max_length=997, base=tiny_base, world_size=1):
+        return train.fingerprint(train.run_inputs(params or train_params(), max_length, data, base, world_size))
+
+    base_id = run_id()
+    assert base_id == run_id()
+    assert base_id != run_id(params=train_params(lr=2e-5))
+    assert base_id != run_id(max_length=600)
+    assert base_id != run_id(world_size=2)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tiny_base, moved)
+    assert run_id(base=moved) == base_id  # the same files anywhere on disk
+    (moved / "generation_config.json").write_text("{}")
+    assert run_id(base=moved) != base_id
+    inputs = train.run_inputs(train_params(), 997, data, tiny_base, 1)
+    assert {"stages/train.py", "pipeline/params.py", "pipeline/functiongemma.py"} <= set(inputs["code"])
+    assert set(inputs["versions"]) == {"torch", "transformers", "trl", "peft", "accelerate"}
+    monkeypatch.setattr(train, "package_versions", lambda *names: {n: "0.0" for n in names})
+    assert run_id() != base_id  # another torch/transformers/trl/peft/accelerate
+    with open(data / "train.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(formatted(sample_rows(formatted_sample, "train", 3)[2])) + "\n")
+    monkeypatch.undo()
+    assert run_id() != base_id
+
+
+def test_resume_decision(tmp_path):
+    ckpt = tmp_path / "ck"
+    assert train.find_resume_checkpoint(ckpt, "a") == (None, "no checkpoint to resume from")
+    train.reset_checkpoint_dir(ckpt, "a")
+    for step in (2, 4):
+        (ckpt / f"checkpoint-{step}").mkdir()
+        (ckpt / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (ckpt / "checkpoint-6").mkdir()  # a save cut short: no trainer_state.json
+    assert train.find_resume_checkpoint(ckpt, "a") == (ckpt / "checkpoint-4", "an interrupted run left checkpoint-4")
+    resume, why = train.find_resume_checkpoint(ckpt, "b")
+    assert resume is None and "other params, data, base model, code" in why
+    train.finish_checkpoint_dir(ckpt, "a", steps=6, keep=False)
+    assert sorted(p.name for p in ckpt.iterdir()) == [".gitignore", "fingerprint.json"]
+    assert train.find_resume_checkpoint(ckpt, "a") == (None, "the previous run with these inputs finished; training again from the start")
+    train.reset_checkpoint_dir(ckpt, "a")
+    (ckpt / "checkpoint-2").mkdir()
+    (ckpt / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    train.finish_checkpoint_dir(ckpt, "a", steps=2, keep=True)
+    assert (ckpt / "checkpoint-2").is_dir() and train.find_resume_checkpoint(ckpt, "a")[0] is None
 
 
 def test_live_metric_names():
@@ -282,12 +303,16 @@ def test_training_changes_weights_and_lowers_loss(tiny_base, formatted_sample, t
     assert metrics["steps"] == 8 and metrics["epochs"] == 2.0
     assert metrics["train_loss"] < metrics["train_loss_first"] - 2.0, metrics
     assert metrics["eval_loss"] < 10.0  # eval rows are training rows here: ln(262144) = 12.5 at random
-    assert metrics["lr"] == 1e-2 and metrics["precision"] == ("bf16" if train.native_bf16("cpu") else "fp32") and metrics["device"] == "cpu"
+    assert metrics["lr"] == 1e-2 and metrics["precision"] == ("bf16" if native_bf16("cpu") else "fp32")
     assert metrics["train_tokens"] > 0 and metrics["train_tokens_per_second"] > 0 and metrics["peak_memory_gb"] > 0
-    for key in ("version_torch", "version_transformers", "version_trl", "version_peft", "runtime_seconds",
-                "samples_per_second", "eval_loss", "optim"):
-        assert metrics[key] not in (None, "not installed"), key
+    for key in ("runtime_seconds", "samples_per_second", "eval_loss", "optim"):
+        assert metrics[key] is not None, key
     assert all(not isinstance(v, (dict, list)) for v in metrics.values())  # flat keys
+    assert not any(k.startswith("version_") or k in ("device", "platform") for k in metrics)  # a metric, not a record
+    record = json.loads((tmp_path / "metrics/record/train.json").read_text())  # what made the run
+    assert record["device"] == "cpu" and record["seed"] == 42 and len(record["fingerprint"]) == 64
+    for key in ("version_torch", "version_transformers", "version_trl", "version_peft", "version_accelerate"):
+        assert record[key] not in (None, "not installed"), key
 
     before, after = state_dict(tiny_base), state_dict(tmp_path / "models/finetuned")
     assert before.keys() == after.keys()
@@ -334,25 +359,20 @@ def test_lora_run_is_merged_into_a_plain_model(tiny_base, formatted_sample, tmp_
 
 def test_dvc_repro_resumes_after_a_kill_then_is_up_to_date(tiny_base, formatted_sample, tmp_path):
     repo = make_repo(tmp_path, dict(QUICK, **{"train.max_steps": 8, "train.eval_steps": 100}), tiny_base, formatted_sample)
-    ckpt = repo / "models/checkpoints"
-    first = subprocess.Popen(DVC + ["repro", "--single-item", "train"], cwd=repo, env=env(), start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while not train.complete_checkpoints(ckpt) and first.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)  # dvc and the stage it runs, right after the first checkpoint
-    first.wait()
-    killed_at = [int(p.name.split("-")[-1]) for p in train.complete_checkpoints(ckpt)]
+    killed_at = start_and_kill_after_first_checkpoint(repo, DVC + ["repro", "--single-item", "train"])
     assert killed_at and max(killed_at) < 8, f"the run was not interrupted mid-training: {killed_at}"
 
     out = sh(DVC + ["repro", "--single-item", "train"], repo)
     metrics = json.loads((repo / "metrics/train.json").read_text())
     assert f"resuming from checkpoint-{metrics['resumed_from_step']}" in out
     assert metrics["resumed_from_step"] in killed_at
-    assert metrics["steps"] == 8  # the same step count as an uninterrupted run
+    assert metrics["steps"] == 8 and metrics["steps_trained"] == 8 - metrics["resumed_from_step"]
     steps = [int(r.split("\t")[0]) for r in (repo / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 9))  # history before the checkpoint kept, nothing logged twice
     assert (repo / "models/finetuned/model.safetensors").exists()
+    # finished: the checkpoints are gone (train.keep_checkpoints is false), the marker says so
+    assert not list((repo / "models/checkpoints").glob("checkpoint-*"))
+    assert json.loads((repo / "models/checkpoints/fingerprint.json").read_text())["finished"] is True
 
     again = sh(DVC + ["repro", "--single-item", "train"], repo)
     assert "didn't change, skipping" in again and "Running stage" not in again
@@ -363,10 +383,72 @@ def test_dvc_repro_resumes_after_a_kill_then_is_up_to_date(tiny_base, formatted_
         assert f"metrics/train/plots/metrics/{name}.tsv" in plots, name
 
 
+def test_forced_rerun_after_a_finished_run_trains_from_the_start(tiny_base, formatted_sample, tmp_path):
+    """A finished run's checkpoint and fingerprint must never be "resumed": that would train nothing and
+    ship the old weights as new ones."""
+    repo = make_repo(tmp_path, dict(QUICK, **{"train.max_steps": 4, "train.eval_steps": 100,
+                                              "train.keep_checkpoints": True}), tiny_base, formatted_sample)
+    sh(DVC + ["repro", "--single-item", "train"], repo)
+    assert (repo / "models/checkpoints/checkpoint-4").is_dir()  # kept on request, and marked finished
+    out = sh(DVC + ["repro", "-f", "--single-item", "train"], repo)
+    assert "starting from the base model (the previous run with these inputs finished" in out
+    metrics = json.loads((repo / "metrics/train.json").read_text())
+    assert (metrics["resumed_from_step"], metrics["steps_trained"], metrics["steps"]) == (0, 4, 4)
+    steps = [int(r.split("\t")[0]) for r in (repo / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4]  # a new history, not the old one continued
+
+
+def test_a_change_to_the_train_code_starts_over_instead_of_resuming(tiny_base, formatted_sample, tmp_path):
+    repo = make_repo(tmp_path, dict(QUICK, **{"train.max_steps": 30, "train.eval_steps": 100}), tiny_base, formatted_sample)
+    killed_at = start_and_kill_after_first_checkpoint(repo, DVC + ["repro", "--single-item", "train"])
+    assert killed_at and max(killed_at) < 30, killed_at
+    with open(repo / "stages/train.py", "a", encoding="utf-8") as f:
+        f.write("\n# a change to the stage's code\n")
+    out = sh(DVC + ["repro", "--single-item", "train"], repo)
+    assert "Running stage 'train'" in out
+    assert f"starting from the base model (checkpoint-{max(killed_at)} belongs to a run with other params, data, base model, code" in out
+    metrics = json.loads((repo / "metrics/train.json").read_text())
+    assert (metrics["resumed_from_step"], metrics["steps_trained"]) == (0, 30)
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_base, formatted_sample, tmp_path, monkeypatch):
+    """Interrupted right after its first checkpoint, then resumed, a run must end where one that never stopped
+    ends. Tolerance: none (bitwise equal). On the CPU, with the same thread count, every kernel here is
+    deterministic, and a resume restores the weights, the optimizer and scheduler state, the RNG states
+    (LoRA dropout draws from them) and the position in the data order, so there is nothing left to differ."""
+    rows = sample_rows(formatted_sample, "train", 8)
+    data = write_formatted(tmp_path / "data", rows, rows[:2])
+    params = params_file(tmp_path, dict(QUICK, **{"train.max_steps": 6, "train.lr": 1e-3, "train.lora.enabled": True,
+                                                 "train.lora.target_modules": ["q_proj", "v_proj"],
+                                                 "train.lora.dropout": 0.1, "train.eval_steps": 100}))
+    monkeypatch.chdir(tmp_path)
+    straight = run_stage(tmp_path / "straight", params, data, tiny_base)
+
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt  # like Ctrl-C, right after checkpoint-2 is complete
+
+    callbacks = train.make_callbacks
+    monkeypatch.setattr(train, "make_callbacks", lambda live: [*callbacks(live), Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(tmp_path / "resumed", params, data, tiny_base)
+    assert [p.name for p in train.complete_checkpoints(tmp_path / "resumed/models/checkpoints")] == ["checkpoint-2"]
+    monkeypatch.setattr(train, "make_callbacks", callbacks)
+    resumed = run_stage(tmp_path / "resumed", params, data, tiny_base)
+
+    assert (resumed["resumed_from_step"], resumed["steps_trained"], straight["steps_trained"]) == (2, 4, 6)
+    a, b = state_dict(tmp_path / "straight/models/finetuned"), state_dict(tmp_path / "resumed/models/finetuned")
+    assert a.keys() == b.keys()
+    assert any(not (a[k] == state_dict(tiny_base)[k]).all() for k in a)  # it trained
+    different = [k for k in a if not (a[k] == b[k]).all()]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+    assert resumed["train_loss"] == straight["train_loss"]
+
+
 def test_dvc_exp_run_set_lr_takes_effect(tmp_path):
     """The whole offline pipeline (sample rows, tiny model) under `dvc exp run -S train.lr=2e-5`."""
-    from tests.test_pipeline import OFFLINE_TINY, make_project
-
     repo = make_project(tmp_path, {**OFFLINE_TINY, **QUICK, "train.max_steps": 2, "train.eval_steps": 100})
     sh(DVC + ["exp", "run", "-S", "train.lr=2e-5", "train"], repo, timeout=600)
     metrics = json.loads((repo / "metrics/train.json").read_text())
@@ -383,22 +465,44 @@ def test_dvc_exp_run_set_lr_takes_effect(tmp_path):
 # ---------------------------------------------------------------- accelerate
 
 
-def test_accelerate_launch_two_cpu_processes(tiny_base, formatted_sample, tmp_path):
+def test_accelerate_launch_two_cpu_processes_train_what_one_process_trains(tiny_base, formatted_sample, tmp_path):
+    """Two processes of 2 rows each (DDP over gloo) take the same optimizer steps as one process of 4 rows:
+    the same rows per step, gradients averaged over all of their tokens. So the losses agree (to 1e-5) and
+    the weights end the same up to float32 rounding, which AdamW turns into a full +-lr step on the few
+    elements whose gradient is ~0 (m/sqrt(v) is then the sign of noise): measured, the runs differ by
+    ~4e-6 on average against an update of ~1.5e-3, so each tensor's mean difference must stay under 1% of
+    its mean update. A wrong data split or loss average would differ by about the update itself."""
     rows = sample_rows(formatted_sample, "train", 8)
     data = write_formatted(tmp_path / "data", rows, rows[:2])
-    params = params_file(tmp_path, dict(QUICK, **{"train.max_steps": 2}))
+    common = dict(QUICK, **{"train.max_steps": 2, "train.lr": 1e-3, "train.lr_scheduler": "constant",
+                            "train.eval_steps": 100, "train.save_strategy": "epoch"})
     # accelerate's own multi-CPU mode needs MPI (mpirun + hostfile); its torchrun launcher (--multi_gpu) starts the
     # processes here, and on a CPU-only machine the stage joins them over gloo.
+    two = tmp_path / "two"
+    two.mkdir()
     sh([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "stages.train", "--params", str(params),
-        "--data-dir", str(data), "--base-model", str(tiny_base), "--out-dir", "models/finetuned",
-        "--checkpoint-dir", "models/checkpoints", "--metrics", "metrics/train.json", "--live-dir", "metrics/train"],
-       tmp_path, timeout=400)
-    metrics = json.loads((tmp_path / "metrics/train.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["effective_batch_size"] == 4 and metrics["steps"] == 2
-    from transformers import AutoModelForCausalLM
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "stages.train",
+        "--params", str(params_file(two, dict(common, **{"train.per_device_batch_size": 2}))),
+        "--data-dir", str(data), "--base-model", str(tiny_base), *STAGE_OUTPUTS], two, timeout=400)
+    one = tmp_path / "one"
+    one.mkdir()
+    sh([sys.executable, "-m", "stages.train", "--params", str(params_file(one, dict(common, **{"train.per_device_batch_size": 4}))),
+        "--data-dir", str(data), "--base-model", str(tiny_base), *STAGE_OUTPUTS], one, timeout=400)
 
-    AutoModelForCausalLM.from_pretrained(tmp_path / "models/finetuned")
+    metrics = json.loads((two / "metrics/train.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["effective_batch_size"] == 4 and metrics["steps"] == 2
+    assert json.loads((one / "metrics/train.json").read_text())["effective_batch_size"] == 4
+    import torch
+
+    a, b, base = state_dict(two / "models/finetuned"), state_dict(one / "models/finetuned"), state_dict(tiny_base)
+    assert any(not torch.equal(a[k], base[k]) for k in a)
+    for key in a:  # the same training, not just "a model came out"
+        moved, apart = (a[key] - base[key]).abs().mean(), (a[key] - b[key]).abs().mean()
+        assert apart < 0.01 * moved, f"{key}: the runs differ by {apart:.2e} on average, the update is {moved:.2e}"
+    losses = [json.loads((d / "metrics/train.json").read_text()) for d in (two, one)]
+    assert losses[0]["train_loss_first"] == pytest.approx(losses[1]["train_loss_first"], rel=1e-5)
+    assert losses[0]["train_loss"] == pytest.approx(losses[1]["train_loss"], rel=1e-5)
+    assert json.loads((two / "models/checkpoints/fingerprint.json").read_text())["finished"] is True
 
 
 @pytest.mark.parametrize("overrides", [
@@ -406,15 +510,15 @@ def test_accelerate_launch_two_cpu_processes(tiny_base, formatted_sample, tmp_pa
     {"loss_type": "dft", "attn_implementation": "sdpa", "warmup_ratio": 0.5, "weight_decay": 0.1},
     {"gradient_checkpointing": True, "optim": "adamw_torch", "lr_scheduler": "linear"},
 ], ids=["packing", "dft-sdpa-warmup", "checkpointing-linear"])
-def test_options_reach_trl_and_train(tiny_base, tokenizer, tmp_path, monkeypatch, overrides):
+def test_options_reach_trl_and_train(tiny_base, tiny_tokenizer, tmp_path, monkeypatch, overrides, golden_expected):
     import math
 
     monkeypatch.chdir(tmp_path)
 
-    examples, _, _ = train.build_examples(tokenizer, golden(), max_length=997)
+    examples, _, _ = train.build_examples(tiny_tokenizer, golden_expected, max_length=997)
     params = train_params(max_steps=2, per_device_batch_size=2, gradient_accumulation_steps=1, **overrides)
-    config = train.sft_config(params, tmp_path / "ck", "fp32", params.optim, has_eval=False, use_cpu=True)
-    trainer = train.build_trainer(params, tiny_base, tokenizer, examples, [], config)
+    config = train.sft_config(params, tmp_path / "ck", "fp32", params.optim, has_eval=False, use_cpu=True, max_length=997)
+    trainer = train.build_trainer(params, tiny_base, tiny_tokenizer, examples, [], config)
     output = trainer.train()
     assert trainer.state.global_step == 2 and math.isfinite(output.training_loss)
     assert (config.packing, config.padding_free, config.loss_type) == (params.packing, params.padding_free, params.loss_type)

@@ -1,0 +1,108 @@
+"""Uncertainty of accuracy figures (pure, stdlib only): what tells a gain from noise.
+
+    from pipeline.stats import wilson_interval, paired_difference, mcnemar_exact
+    wilson_interval(89, 150)              # (0.513, 0.669): 95% interval of 89/150 correct
+    paired_difference(a, b)               # PairedDifference: b - a on the same rows, its 95% interval, McNemar p
+
+- `wilson_interval`: Wilson's score interval for a proportion (good coverage at small n and near 0 or 1,
+  where the normal approximation gives impossible bounds).
+- `paired_difference`: the difference of two accuracies measured on the same rows (two models, or two
+  revisions of one), with Newcombe's hybrid score interval for paired proportions (his method 10:
+  Wilson intervals of both accuracies combined through the correlation of the paired outcomes), and
+  the exact McNemar test (a two-sided binomial test on the discordant rows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+Z95 = 1.959963984540054  # the 97.5% point of the standard normal
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of successes/n; (0.0, 1.0) when n is 0 (nothing is known)."""
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, {n}], got {successes}")
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(fixed: int, broken: int) -> float:
+    """Two-sided exact McNemar p-value: under "no difference", each discordant row is a fair coin."""
+    discordant = fixed + broken
+    if discordant == 0:
+        return 1.0
+    k = min(fixed, broken)
+    tail = sum(math.comb(discordant, i) for i in range(k + 1)) / 2**discordant
+    return min(1.0, 2 * tail)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Accuracy of B minus accuracy of A over the same n rows."""
+
+    n: int
+    both: int  # rows both got right
+    fixed: int  # rows A got wrong and B right
+    broken: int  # rows A got right and B wrong
+    neither: int
+    difference: float  # (fixed - broken) / n
+    ci_low: float
+    ci_high: float
+    p_value: float  # exact McNemar
+
+    @property
+    def accuracy_a(self) -> float:
+        return (self.both + self.broken) / self.n if self.n else 0.0
+
+    @property
+    def accuracy_b(self) -> float:
+        return (self.both + self.fixed) / self.n if self.n else 0.0
+
+    def verdict(self, alpha: float = 0.05) -> str:
+        """One line a reviewer can act on."""
+        if self.n == 0:
+            return "no rows in common: nothing to compare"
+        if self.ci_low > 0 and self.p_value < alpha:
+            return f"better: {100 * self.difference:+.1f} points, 95% interval [{100 * self.ci_low:+.1f}, {100 * self.ci_high:+.1f}], p = {self.p_value:.3g}"
+        if self.ci_high < 0 and self.p_value < alpha:
+            return f"worse: {100 * self.difference:+.1f} points, 95% interval [{100 * self.ci_low:+.1f}, {100 * self.ci_high:+.1f}], p = {self.p_value:.3g}"
+        return f"within noise at n = {self.n} ({100 * self.difference:+.1f} points, 95% interval [{100 * self.ci_low:+.1f}, {100 * self.ci_high:+.1f}], p = {self.p_value:.3g})"
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool], z: float = Z95) -> PairedDifference:
+    """B's accuracy minus A's on the same rows (a[i] and b[i] are the verdicts of row i), with Newcombe's
+    method-10 interval and the exact McNemar p-value."""
+    if len(a) != len(b):
+        raise ValueError(f"paired verdicts need the same rows: {len(a)} vs {len(b)}")
+    n = len(a)
+    both = sum(1 for x, y in zip(a, b) if x and y)
+    broken = sum(1 for x, y in zip(a, b) if x and not y)
+    fixed = sum(1 for x, y in zip(a, b) if y and not x)
+    neither = n - both - broken - fixed
+    if n == 0:
+        return PairedDifference(0, 0, 0, 0, 0, 0.0, -1.0, 1.0, 1.0)
+    pa, pb = (both + broken) / n, (both + fixed) / n
+    la, ua = wilson_interval(both + broken, n, z)
+    lb, ub = wilson_interval(both + fixed, n, z)
+    margins = (both + broken) * (fixed + neither) * (both + fixed) * (broken + neither)
+    phi = (both * neither - broken * fixed) / math.sqrt(margins) if margins else 0.0
+    difference = pb - pa
+    low = difference - math.sqrt(max(0.0, (pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2))
+    high = difference + math.sqrt(max(0.0, (ub - pb) ** 2 - 2 * phi * (ub - pb) * (pa - la) + (pa - la) ** 2))
+    return PairedDifference(n, both, fixed, broken, neither, difference, max(-1.0, low), min(1.0, high),
+                            mcnemar_exact(fixed, broken))
+
+
+def accuracy_figures(name: str, hits: Sequence[bool]) -> dict[str, float | int]:
+    """Flat metrics for one accuracy: `<name>`, `<name>_n`, `<name>_ci_low`, `<name>_ci_high` (Wilson 95%)."""
+    n, k = len(hits), sum(bool(h) for h in hits)
+    low, high = wilson_interval(k, n)
+    return {name: k / n if n else 0.0, f"{name}_n": n, f"{name}_ci_low": low, f"{name}_ci_high": high}
