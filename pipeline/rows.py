@@ -178,11 +178,12 @@ def _decoded(value: Any, what: str, errors: list[str]) -> Any:
 def _openai_marks(row: dict) -> list[str]:
     """What makes a `messages` row OpenAI-style rather than Mobile Actions (empty: none)."""
     marks = []
-    for tool in row.get("tools") or []:
+    tools, messages = row.get("tools"), row.get("messages")
+    for tool in tools if isinstance(tools, list) else []:
         if isinstance(tool, dict) and tool.get("type") == "function":
             marks.append('tools with "type": "function"')
             break
-    for m in row.get("messages") or []:
+    for m in messages if isinstance(messages, list) else []:
         if not isinstance(m, dict):
             continue
         if m.get("role") in ("system", "tool"):

@@ -190,6 +190,26 @@ def own_rows() -> dict[str, list[dict]]:
     return {shape: [ROW_BUILDERS[shape](req, calls, split) for req, calls, split in REQUESTS[shape]] for shape in REQUESTS}
 
 
+@pytest.fixture
+def params_with(tmp_path):
+    """params_with({"format.on_invalid": "skip", ...}) -> a copy of params.yaml with those keys set (as `dvc exp run -S` sets them)."""
+    from dvc.utils.serialize import modify_yaml
+
+    def write(updates: dict, name: str = "params.yaml") -> Path:
+        path = tmp_path / name
+        shutil.copy(ROOT / "params.yaml", path)
+        with modify_yaml(path) as data:
+            for key, value in updates.items():
+                *parents, last = key.split(".")
+                node = data
+                for part in parents:
+                    node = node[part]
+                node[last] = value
+        return path
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def row_builders() -> dict:
     """shape -> builder(request, [(function, arguments)], split=None, tools=...) of one row of that shape."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import functiongemma as fg
 from pipeline import rows
@@ -230,3 +233,49 @@ def test_request_key_folds_case_and_spacing():
     a = [{"role": "user", "content": "Turn on  the\tLight "}]
     b = [{"role": "user", "content": "turn on the light"}]
     assert rows.request_key(a) == rows.request_key(b) != rows.request_key([{"role": "user", "content": "turn off the light"}])
+
+
+# ---------------------------------------------------------------- property: any JSON value gets a verdict, never an exception
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12)
+
+
+@st.composite
+def mutated(draw, rows_by_shape):
+    """A row of any shape (JSON-text fields decoded or not) with one value inside replaced by a random JSON value."""
+    shape = draw(st.sampled_from(sorted(rows_by_shape)))
+    row = copy.deepcopy(draw(st.sampled_from(rows_by_shape[shape])))
+    if shape == "xlam" and draw(st.booleans()):
+        row = {k: json.loads(v) if k in ("tools", "answers") else v for k, v in row.items()}
+    parent, key, node = None, None, row
+    for _ in range(draw(st.integers(1, 8))):
+        if isinstance(node, dict) and node:
+            k = draw(st.sampled_from(sorted(node)))
+        elif isinstance(node, list) and node:
+            k = draw(st.integers(0, len(node) - 1))
+        else:
+            break
+        parent, key, node = node, k, node[k]
+    if parent is not None:
+        parent[key] = draw(json_values)
+    return row
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.data())
+def test_any_row_gets_a_verdict_and_valid_rows_render(own_rows, data):
+    obj = data.draw(st.one_of(json_values, mutated(own_rows)))
+    schema = data.draw(st.sampled_from(rows.SCHEMAS))
+    result = rows.normalize_row(obj, schema, DEV)
+    assert (result.row is None) == bool(result.errors)
+    if result.row is None:
+        assert all(isinstance(e, str) and e for e in result.errors)
+        return
+    errors = rows.validate_row(result.row)
+    if not errors:
+        rendered = fg.render_row(result.row)
+        json.dumps({**rendered, "tools": result.row["tools"]}, ensure_ascii=False).encode("utf-8")
+        assert fg.parse_output(rendered["completion"]).calls == fg.calls_from_message(result.row["messages"][-1])
