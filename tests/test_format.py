@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stages import format as format_stage
-from pipeline.common import UserError, read_jsonl
+from pipeline import functiongemma as fg
+from pipeline import rows as row_shapes
+from pipeline.common import UserError, read_jsonl, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "mobile_actions_sample.jsonl"
@@ -87,8 +93,6 @@ def test_skip_drops_and_counts(tmp_path, tiny_base):
 
 
 def test_formatted_sample_matches_the_renderer_and_counts(formatted_sample):
-    from pipeline import functiongemma as fg
-
     raw = [r for _, r, _ in read_jsonl(SAMPLE)]
     train = [r for _, r, _ in read_jsonl(formatted_sample / "train.jsonl")]
     evals = [r for _, r, _ in read_jsonl(formatted_sample / "eval.jsonl")]
@@ -149,23 +153,17 @@ def run_format(tmp_path, raw: Path, tiny_base, params: Path | None = None, sourc
 @pytest.mark.parametrize("shape", ["mobile_actions", "openai", "xlam"])
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
 def test_each_shape_in_each_file_type_previews_as_its_rows_render(tmp_path, own_rows, row_writer, shape, suffix, capsys):
-    from pipeline import rows as row_shapes
-
+    """The file type changes nothing: each stored row renders as the in-memory row it was written from."""
     path = row_writer(tmp_path / f"rows{suffix}", own_rows[shape])
     format_stage.main(["--preview", str(path), "--params", str(ROOT / "params.yaml")])
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    expected = [fg_render(row_shapes.normalize_row(r, "auto", format_stage.mobile_actions.INSTRUCTION).row) for r in own_rows[shape]]
+    expected = [fg.render_row(row_shapes.normalize_row(r, "auto", format_stage.mobile_actions.INSTRUCTION).row)
+                for r in own_rows[shape]]
     assert [{"prompt": p["prompt"], "completion": p["completion"]} for p in printed] == expected
     assert {p["shape"] for p in printed} == {shape}
     kind = "line" if suffix == ".jsonl" else "row index"
     first = 1 if suffix == ".jsonl" else 0
     assert [p["where"] for p in printed] == [f"{path} {kind} {first + i}" for i in range(len(own_rows[shape]))]
-
-
-def fg_render(row: dict) -> dict:
-    from pipeline import functiongemma as fg
-
-    return fg.render_row(row)
 
 
 def test_a_row_renders_only_the_properties_it_declares_through_a_unifying_parquet(tmp_path, row_builders, row_writer, capsys):
@@ -177,7 +175,6 @@ def test_a_row_renders_only_the_properties_it_declares_through_a_unifying_parque
     rows = [row_builders["mobile_actions"]("Kitchen light", [("turn_on_light", {"room": "kitchen"})], "train", tools=[light]),
             row_builders["mobile_actions"]("Alarm at 7", [("set_alarm", {"hour": 7})], "eval", tools=[alarm])]
     path = row_writer(tmp_path / "structs.parquet", rows, struct=True)
-    import pyarrow.parquet as pq
     stored = pq.read_table(path).to_pylist()[0]["tools"][0]["function"]["parameters"]["properties"]
     assert stored["hour"] is None and stored["label"] is None  # the trap is in the file itself
     format_stage.main(["--preview", str(path), "--params", str(ROOT / "params.yaml")])
@@ -233,8 +230,6 @@ def test_mixed_folder_through_fetch_and_format(tmp_path, mixed_folder, tiny_base
 
 
 def pq_rows(path: Path) -> int:
-    import pyarrow.parquet as pq
-
     return pq.read_metadata(path).num_rows
 
 
@@ -382,12 +377,6 @@ random_lines = st.one_of(st.binary(max_size=40), json_values.map(lambda v: json.
 @given(entries=st.lists(st.tuples(st.booleans(), random_lines), min_size=1, max_size=8),
        on_invalid=st.sampled_from(["skip", "error"]))
 def test_any_input_gets_a_verdict_per_line_and_valid_rows_are_formatted(tiny_base, entries, on_invalid):
-    import contextlib
-    import io
-    import tempfile
-
-    from pipeline.common import run_main
-
     golden = [json.dumps(r).encode() for r in golden_rows()]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -421,6 +410,8 @@ def test_any_input_gets_a_verdict_per_line_and_valid_rows_are_formatted(tiny_bas
             assert named <= nonblank - set(planted)  # and only lines that are not valid rows
             return
         formatted = [ex["line"] for name in ("train", "eval") for _, ex, _ in read_jsonl(tmp / "out" / f"{name}.jsonl")]
-        rejected = [r["line"] for _, r, _ in read_jsonl(tmp / "out" / "rejected.jsonl")]
+        records = [r for _, r, _ in read_jsonl(tmp / "out" / "rejected.jsonl")]
+        assert all(r["where"] == f"{raw} line {r['line']}" and r["reasons"] for r in records)  # each names its line
+        rejected = [r["line"] for r in records]
         assert set(planted) <= set(formatted)  # every valid row still formatted
         assert not set(formatted) & set(rejected) and set(formatted) | set(rejected) == nonblank  # one verdict a line
