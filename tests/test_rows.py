@@ -229,6 +229,20 @@ def test_loads_json_never_raises(text, problem):
     assert value is None and problem in error
 
 
+def test_deep_text_is_never_parsed_even_when_the_recursion_limit_is_raised():
+    """Some libraries raise the recursion limit; json.loads would then overflow the C stack and crash."""
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000_000)
+    try:
+        assert rows.loads_json("[" * 2_000_000) == (None, "nested deeper than 100 levels")
+        assert rows.loads_json('{"a": "' + "[" * 500 + '"}') == ({"a": "[" * 500}, "")  # brackets inside a string
+    finally:
+        sys.setrecursionlimit(old)
+    assert rows.text_nesting("[" * 101 + "]" * 101) == 101 and rows.text_nesting('["[[["]') == 0
+
+
 def test_request_key_folds_case_and_spacing():
     a = [{"role": "user", "content": "Turn on  the\tLight "}]
     b = [{"role": "user", "content": "turn on the light"}]
