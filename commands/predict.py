@@ -6,7 +6,8 @@
 
 Reads a model folder (default models/finetuned) and, optionally, a JSON file of
 tool declarations (a list of tools, or an object with a "tools" list; wrapped as
-{"type": "function", "function": {...}} or bare). Without --tools the prompt
+{"type": "function", "function": {...}} or bare; xLAM-style parameter maps are
+declared as the format stage declared them for training). Without --tools the prompt
 declares the seven Mobile Actions functions, as in the data set. The developer
 turn carries the current date, time and day of week in the Mobile Actions
 wording (--now fixes them). Writes nothing: prints the parsed calls as a JSON
@@ -25,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline import functiongemma as fg
-from pipeline import mobile_actions
+from pipeline import mobile_actions, row_files, rows
 from pipeline.common import UserError, run_main
 from pipeline.generate import generate, load_model
 
@@ -40,22 +41,48 @@ def build_prompt(request: str, tools: list[dict], now: datetime) -> str:
     return fg.render_prompt(tools, [developer_message(now), {"role": "user", "content": request}])
 
 
+MAX_TOOLS_BYTES = 16 << 20  # a tools file larger than this is refused unread (its prompt would be far past any context)
+
+
 def read_tools(path: Path) -> list[dict]:
-    """Tool declarations from a JSON file; a UserError names what is wrong."""
+    """Tool declarations from a JSON file; a UserError names what is wrong.
+
+    Read as the format stage reads rows (pipeline/row_files.py, pipeline/rows.py): a UTF-8
+    byte-order mark and CRLF are fine; JSON-text tools are decoded; xLAM-style parameter maps
+    become the same JSON schemas the model was trained on; anything else gets one sentence.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_TOOLS_BYTES:
+            raise UserError(f"tools file {path} is {size:,} bytes, over the {MAX_TOOLS_BYTES:,} a tools file may hold")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"tools file {path} not found: pass a JSON file with a list of tool declarations") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"tools file {path} is not valid JSON ({err.msg} at line {err.lineno})") from None
-    tools = data.get("tools") if isinstance(data, dict) else data
+    except (IsADirectoryError, PermissionError, OSError) as err:
+        if isinstance(err, UserError):
+            raise
+        raise UserError(f"tools file {path} cannot be read ({err.strerror or err}): pass a JSON file") from None
+    value, error = row_files.parse_json_file(data)
+    if error:
+        if error.startswith("invalid JSON"):
+            raise UserError(f"tools file {path} is not valid JSON: {error.removeprefix('invalid JSON ').strip('()')}")
+        raise UserError(f"tools file {path} cannot be used: {error}")
+    tools = value.get("tools") if isinstance(value, dict) else value
+    errors: list[str] = []
+    if isinstance(tools, str):
+        tools = rows.loads_json(tools)[0]
     if not isinstance(tools, list) or not tools:
         raise UserError(f"tools file {path} must hold a non-empty JSON list of tools (or an object with a 'tools' list)")
+    tools = rows.normalize_tools(tools, errors)
     for i, tool in enumerate(tools):
-        try:
-            fg.render_declaration(tool)
-        except ValueError as err:
-            raise UserError(f"tools file {path}: tool {i} cannot be declared ({err})") from None
+        errors += rows.tool_problems(tool, i)[1]
+        if not errors:
+            try:
+                fg.render_declaration(tool)
+            except (ValueError, TypeError, KeyError, AttributeError) as err:
+                errors.append(f"tools[{i}]: {err}")
+        if errors:
+            raise UserError(f"tools file {path}: tool {i} cannot be declared ({'; '.join(errors)})")
     return tools
 
 

@@ -296,7 +296,8 @@ def render_row(row: dict) -> dict:
 
 # --------------------------------------------------------------------------- parse
 
-_MAX_DEPTH = 64  # nesting deeper than this is reported, not recursed into
+MAX_NESTING = 64  # call arguments nested deeper than this are reported by the parser, not recursed into
+_MAX_DEPTH = MAX_NESTING
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _NAME = re.compile(r"[\w.\-]+")
 _KEY_END = re.compile(r"[:{}\[\],<]")  # a bare key runs up to ':'

@@ -39,22 +39,46 @@ def ranged(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
 # ---------------------------------------------------------------- sections
 
 
+ROW_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def _is_glob(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
+@dataclass(frozen=True)
+class HubSplitFiles:
+    """One file (a name or a glob) per split in the hub repo, instead of data.hub_file."""
+
+    train: str
+    eval: str
+
+
 @dataclass(frozen=True)
 class DataParams:
-    """Where the rows come from (fetch stage)."""
+    """Where the rows come from (fetch stage) and what shape they have (format stage)."""
 
     source: Literal["hub", "local", "sample"]
     hub_repo: str
     hub_file: str
+    hub_split_files: HubSplitFiles
     revision: str
     path: str
+    schema: Literal["auto", "mobile_actions", "openai", "xlam"]
 
     def check(self) -> list[str]:
         errors = []
         if self.source in ("local", "sample") and not self.path:
-            errors.append(f"data.path: must name a JSONL/JSON file or folder when data.source is {self.source!r}")
-        if self.source == "hub" and not (self.hub_repo and self.hub_file and self.revision):
-            errors.append("data.hub_repo, data.hub_file and data.revision must all be set when data.source is 'hub'")
+            errors.append(f"data.path: must name a JSONL/JSON/Parquet file or folder when data.source is {self.source!r}")
+        split_files = (self.hub_split_files.train, self.hub_split_files.eval)
+        if any(split_files) and not all(split_files):
+            errors.append("data.hub_split_files: give both train and eval (or neither, to use data.hub_file)")
+        if self.source == "hub" and not (self.hub_repo and (self.hub_file or all(split_files)) and self.revision):
+            errors.append("data.hub_repo, data.hub_file (or data.hub_split_files) and data.revision must all be set when data.source is 'hub'")
+        for key, name in (("hub_file", self.hub_file), ("hub_split_files.train", split_files[0]),
+                          ("hub_split_files.eval", split_files[1])):
+            if name and not _is_glob(name) and not name.lower().endswith(ROW_FILE_SUFFIXES):
+                errors.append(f"data.{key}: {name!r} must be a .jsonl, .json or .parquet file, or a glob such as data/*.parquet")
         return errors
 
 
@@ -95,8 +119,19 @@ class ModelParams:
 @dataclass(frozen=True)
 class FormatParams:
     on_invalid: Literal["error", "skip"]
+    on_leak: Literal["warn", "drop_from_train", "error"]
+    eval_fraction: float = ranged(0.0, 1.0)
+    split_seed: int = ranged(0)
+    stratify_min_requests: int = ranged(2)
+    max_row_bytes: int = ranged(1024)
+    xlam_developer_text: str
     max_length: int = ranged(16)
     drop_over_length: bool
+
+    def check(self) -> list[str]:
+        if self.eval_fraction >= 1.0:
+            return ["format.eval_fraction: must be below 1 (it is the share of rows without a split that go to eval)"]
+        return []
 
 
 @dataclass(frozen=True)

