@@ -106,3 +106,11 @@ def accuracy_figures(name: str, hits: Sequence[bool]) -> dict[str, float | int]:
     n, k = len(hits), sum(bool(h) for h in hits)
     low, high = wilson_interval(k, n)
     return {name: k / n if n else 0.0, f"{name}_n": n, f"{name}_ci_low": low, f"{name}_ci_high": high}
+
+
+def describe_accuracy(rate: float | None, n: int | None) -> str:
+    """'78.0% (n = 150, 95% interval 70.7-84.0%)' from an accuracy and its row count ('n/a' without them)."""
+    if not isinstance(rate, (int, float)) or not n:
+        return "n/a"
+    low, high = wilson_interval(round(rate * n), n)
+    return f"{100 * rate:.1f}% (n = {n}, 95% interval {100 * low:.1f}-{100 * high:.1f}%)"
