@@ -10,7 +10,8 @@ conversion (stages/convert_litertlm.write_bundle) and its own judging (run_bundl
 the LiteRT-LM runtime raw-prompt and as an app calls it, scored against the targets and paired with
 the PyTorch answers of data/eval/predictions.jsonl). Prints file size, conversion time and peak
 memory, the runtime's load time, prefill and decode tokens/s and peak memory, and exact match both
-ways with its 95% interval and its paired change against PyTorch. The other convert.* params are
+ways with its 95% interval and its paired change against PyTorch (`--constrained`: also the app way
+with the runtime's constrained decoding, and on how many rows it changes the calls). The other convert.* params are
 params.yaml's. Reads the model folder, the eval rows and the predictions; writes nothing unless --json
 is given (the bundles live in a temporary folder).
 """
@@ -42,11 +43,15 @@ def run_child(spec_path: Path) -> None:
 
     spec = read_json(spec_path)
     work = Path(spec["work"])
-    params = dataclasses.replace(load_params("convert", path=spec["params"]), quantize=spec["recipe"])
+    params = dataclasses.replace(load_params("convert", path=spec["params"]), quantize=spec["recipe"],
+                                 constrained_decoding=spec["constrained"])
     max_new_tokens = load_params("eval", path=spec["params"]).max_new_tokens
     rows = cv.checked_rows(read_examples(Path(spec["data"])), cv.read_predictions(Path(spec["predictions"])), spec["limit"])
     bundle, seconds, peak_mb = cv.write_bundle(Path(spec["model"]), work / "out", params)
     judged, runtime = cv.run_bundle(bundle, rows, params, max_new_tokens)
+    if params.constrained_decoding:  # does the constraint change anything? (rows whose calls differ from the free app way)
+        free, constrained = judged.scores["litertlm_app"], judged.scores["litertlm_app_constrained"]
+        runtime["constrained_same_calls"] = sum(cv.same_calls(a, b) for a, b in zip(free, constrained))
     write_json(work / "result.json", {"recipe": spec["recipe"], "file_size_mb": round(bundle.stat().st_size / 1e6, 1),
                                       "convert_seconds": round(seconds, 1), "convert_peak_memory_mb": round(peak_mb),
                                       **cv.judgement_metrics(judged), **runtime})
@@ -70,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml", help="convert.* (but quantize) and eval.max_new_tokens")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}")
     parser.add_argument("--limit", type=int, default=0, help="judge N of the predicted rows, evenly spaced (0 = all)")
+    parser.add_argument("--constrained", action="store_true", help="also run the app way with the runtime's constrained decoding")
     parser.add_argument("--json", type=Path, help="also write every recipe's figures here")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -96,11 +102,14 @@ def main(argv: list[str] | None = None) -> None:
             work.mkdir()
             result = run_in_child(__file__, {"recipe": recipe, "work": str(work), "model": str(model), "data": str(data),
                                              "predictions": str(predictions), "params": str(Path(args.params).resolve()),
-                                             "limit": args.limit})
+                                             "limit": args.limit, "constrained": args.constrained})
             results.append(result)
             print(f"  {recipe}: {result['file_size_mb']} MB in {result['convert_seconds']:.0f} s; exact match raw "
                   f"{pct(result, 'exact_match_litertlm_raw')}, app {pct(result, 'exact_match_litertlm_app')} "
-                  f"(PyTorch {pct(result, 'exact_match_pytorch')}, n = {result['rows_checked']})", flush=True)
+                  f"(PyTorch {pct(result, 'exact_match_pytorch')}, n = {result['rows_checked']})"
+                  + (f", constrained {pct(result, 'exact_match_litertlm_app_constrained')} (its calls equal the "
+                     f"unconstrained app way's on {result['constrained_same_calls']}/{result['rows_checked']} rows)"
+                     if args.constrained else ""), flush=True)
 
     print("\n| recipe | file MB | convert s | convert peak GB | load s | prefill tok/s | decode tok/s | runtime peak GB "
           "| exact match raw prompt | as an app calls it | change vs PyTorch (app) |")

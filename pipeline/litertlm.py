@@ -155,9 +155,10 @@ def _conversation(engine: Engine, tools: list[dict], history: list[dict], *, max
 
 
 def split_turn(messages: list[dict]) -> tuple[list[dict], dict]:
-    """(history, last user turn) of the messages before the answer; the app sends the last turn."""
-    if not messages or messages[-1].get("role") != "user":
-        raise ValueError("the conversation must end with the user's turn")
+    """(history, last turn) of the messages before the answer: the app sends the last turn (the user's
+    request, or a tool's result the model answers next); everything before it is the conversation so far."""
+    if not messages or messages[-1].get("role") == "assistant":
+        raise ValueError("the conversation must end with the turn the model answers (a user or tool message)")
     return list(messages[:-1]), messages[-1]
 
 

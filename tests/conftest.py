@@ -239,18 +239,12 @@ def own_rows() -> dict[str, list[dict]]:
 @pytest.fixture
 def params_with(tmp_path):
     """params_with({"format.on_invalid": "skip", ...}) -> a copy of params.yaml with those keys set (as `dvc exp run -S` sets them)."""
-    from dvc.utils.serialize import modify_yaml
+    from tests.helpers import set_params
 
     def write(updates: dict, name: str = "params.yaml") -> Path:
         path = tmp_path / name
         shutil.copy(ROOT / "params.yaml", path)
-        with modify_yaml(path) as data:
-            for key, value in updates.items():
-                *parents, last = key.split(".")
-                node = data
-                for part in parents:
-                    node = node[part]
-                node[last] = value
+        set_params(path, updates)
         return path
 
     return write

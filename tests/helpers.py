@@ -89,3 +89,32 @@ def quick_config(params, tmp_path: Path):
     from stages import train
 
     return train.sft_config(params, tmp_path / "ck", "fp32", "adamw_torch", has_eval=False, use_cpu=True, max_length=997)
+
+
+def json_values():
+    """Hypothesis strategy: any small JSON value (nested lists and objects of scalars)."""
+    from hypothesis import strategies as st
+
+    return st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+        max_leaves=12)
+
+
+def replace_somewhere(draw, row, max_depth: int):
+    """`row` (changed in place) with the value at a random path of up to `max_depth` steps replaced by a
+    random JSON value; for hypothesis' @st.composite strategies."""
+    from hypothesis import strategies as st
+
+    parent, key, node = None, None, row
+    for _ in range(draw(st.integers(1, max_depth))):
+        if isinstance(node, dict) and node:
+            k = draw(st.sampled_from(sorted(node)))
+        elif isinstance(node, list) and node:
+            k = draw(st.integers(0, len(node) - 1))
+        else:
+            break
+        parent, key, node = node, k, node[k]
+    if parent is not None:
+        parent[key] = draw(json_values())
+    return row

@@ -95,14 +95,12 @@ def test_template_multi_turn_matches_module():
         ([{"role": "tool", "name": "f", "content": "r"}], False),
         ([{"role": "assistant", "tool_calls": [{"name": "f"}]}, {"role": "user", "content": "Q"}], False),
         ([{"role": "assistant", "tool_calls": [{"name": "f"}]}], True),
-        ([{"role": "user", "content": [{"type": "text", "text": "Q"}]}], True),
         ([{"role": "assistant", "tool_calls": [{"name": "f", "arguments": '{"a": 1}'}]}], False),
     ],
     ids=[
         "tool_first",
         "call_without_response",
         "prompt_after_call",
-        "content_parts",
         "json_string_arguments",
     ],
 )
@@ -119,6 +117,18 @@ def test_template_refuses_what_the_module_refuses(messages, add_generation_promp
     else:
         with pytest.raises(ValueError):
             render_conversation([], messages)
+
+
+def test_content_as_text_parts_renders_as_the_joined_text():
+    """LiteRT-LM hands the bundle's template each message's content as [{type: text, text}] parts; the
+    prompt must be the one our rows (whose parts the row reader joins) render from the plain text."""
+    tools = [{"name": "f", "description": "d", "parameters": {"type": "object", "properties": {}}}]
+    plain = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Turn it on"}]
+    parts = [
+        {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Turn "}, {"type": "text", "text": "it on"}]},
+    ]
+    assert apply_template(parts, tools, add_generation_prompt=True) == render_prompt(tools, plain)
 
 
 # --------------------------------------------------------------------------- random conversations

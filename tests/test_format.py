@@ -21,6 +21,7 @@ from stages import format as format_stage
 from pipeline import functiongemma as fg
 from pipeline import rows as row_shapes
 from pipeline.common import UserError, read_jsonl, run_main
+from tests.helpers import json_values, replace_somewhere
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "mobile_actions_sample.jsonl"
@@ -390,31 +391,17 @@ def test_preview_of_a_folder_names_files_and_row_indexes(tmp_path, mixed_folder)
 
 # ---------------------------------------------------------------- property: random bytes and JSON, never a traceback
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12)
+JSON_VALUES = json_values()
 
 
 @st.composite
 def mutated_rows(draw) -> bytes:
     """A golden row with one value somewhere inside replaced by a random JSON value."""
-    row = copy.deepcopy(draw(st.sampled_from(valid_rows())))
-    parent, key, node = None, None, row
-    for _ in range(draw(st.integers(1, 6))):
-        if isinstance(node, dict) and node:
-            k = draw(st.sampled_from(sorted(node)))
-        elif isinstance(node, list) and node:
-            k = draw(st.integers(0, len(node) - 1))
-        else:
-            break
-        parent, key, node = node, k, node[k]
-    if parent is not None:
-        parent[key] = draw(json_values)
+    row = replace_somewhere(draw, copy.deepcopy(draw(st.sampled_from(valid_rows()))), max_depth=6)
     return json.dumps(row).encode()
 
 
-random_lines = st.one_of(st.binary(max_size=40), json_values.map(lambda v: json.dumps(v).encode()), mutated_rows())
+random_lines = st.one_of(st.binary(max_size=40), JSON_VALUES.map(lambda v: json.dumps(v).encode()), mutated_rows())
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

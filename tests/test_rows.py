@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pipeline import functiongemma as fg
 from pipeline import rows
+from tests.helpers import json_values, replace_somewhere
 
 DEV = "You are a model that can do function calling with the following functions"
 
@@ -251,10 +252,7 @@ def test_request_key_folds_case_and_spacing():
 
 # ---------------------------------------------------------------- property: any JSON value gets a verdict, never an exception
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12)
+JSON_VALUES = json_values()
 
 
 @st.composite
@@ -264,24 +262,14 @@ def mutated(draw, rows_by_shape):
     row = copy.deepcopy(draw(st.sampled_from(rows_by_shape[shape])))
     if shape == "xlam" and draw(st.booleans()):
         row = {k: json.loads(v) if k in ("tools", "answers") else v for k, v in row.items()}
-    parent, key, node = None, None, row
-    for _ in range(draw(st.integers(1, 8))):
-        if isinstance(node, dict) and node:
-            k = draw(st.sampled_from(sorted(node)))
-        elif isinstance(node, list) and node:
-            k = draw(st.integers(0, len(node) - 1))
-        else:
-            break
-        parent, key, node = node, k, node[k]
-    if parent is not None:
-        parent[key] = draw(json_values)
+    replace_somewhere(draw, row, max_depth=8)
     return row
 
 
 @settings(max_examples=500, deadline=None)
 @given(data=st.data())
 def test_any_row_gets_a_verdict_and_valid_rows_render(own_rows, data):
-    obj = data.draw(st.one_of(json_values, mutated(own_rows)))
+    obj = data.draw(st.one_of(JSON_VALUES, mutated(own_rows)))
     schema = data.draw(st.sampled_from(rows.SCHEMAS))
     result = rows.normalize_row(obj, schema, DEV)
     assert (result.row is None) == bool(result.errors)
