@@ -54,13 +54,13 @@ sample:  ## regenerate the committed synthetic sample (deterministic)
 clean-venv:
 	rm -rf $(VENV)
 
-# Review and sharing. `report` compares two revisions or experiments (what the PR workflow posts);
+# Review and sharing. `report` compares two revisions or experiments, row by row (what the PR workflow posts);
 # `push` uploads models/finetuned/ (+ the .litertlm if present) with a generated model card.
 .PHONY: report push
 A ?= main
 B ?= workspace
 
-report: setup  ## markdown of `dvc metrics diff --md` + `dvc params diff --md`: make report [A=rev-or-exp] [B=rev-or-exp]
+report: setup  ## markdown for review: headline, paired comparison on the eval rows, metrics and params diff: make report [A=rev-or-exp] [B=rev-or-exp]
 	@$(PY) -m commands.report --a "$(A)" --b "$(B)"
 
 ifneq ($(filter push,$(MAKECMDGOALS)),)
