@@ -45,8 +45,9 @@ bench-eval: setup  ## eval examples/s: the notebook's per-prompt pipeline vs our
 bench-gpu: setup  ## the GPU benchmark: random-init FunctionGemma 270M, ~650-token rows, notebook vs ours (bf16)
 	$(PY) bench/train_bench.py --synthetic --steps 5 --warmup 2 --rounds 2
 
-bench-accuracy: setup  ## the accuracy guard: notebook vs our recipe, same hyperparameters, held-out exact match
-	$(PY) bench/recipe_accuracy.py --eval-rows 150
+SEEDS ?= 3
+bench-accuracy: setup  ## the accuracy guard: notebook vs our recipe, same hyperparameters, SEEDS runs each (default 3), held-out exact match
+	$(PY) bench/recipe_accuracy.py --eval-rows 150 --seeds $(SEEDS)
 
 sample:  ## regenerate the committed synthetic sample (deterministic)
 	$(PY) data/sample/generate.py
