@@ -457,3 +457,24 @@ def test_any_input_gets_a_verdict_per_line_and_valid_rows_are_formatted(tiny_bas
         rejected = [r["line"] for r in records]
         assert set(planted) <= set(formatted)  # every valid row still formatted
         assert not set(formatted) & set(rejected) and set(formatted) | set(rejected) == nonblank  # one verdict a line
+
+
+def test_dvc_yaml_declares_what_the_format_stage_writes(formatted_sample):
+    """Each output flag of the format cmd is declared once, as a metric, a plot or an out (cache: false for the small
+    git-tracked files), and the per-function plot's axes are fields of the records the stage writes."""
+    import shlex
+
+    import yaml
+
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["format"]
+    argv = shlex.split(stage["cmd"])
+    flags = dict(zip(argv[3::2], argv[4::2]))
+    declared = {key: {next(iter(o)) if isinstance(o, dict) else o: (o[next(iter(o))] if isinstance(o, dict) else {})
+                      for o in stage.get(key, [])} for key in ("metrics", "plots", "outs")}
+    assert set(declared["metrics"]) == {flags["--metrics"]}
+    assert set(declared["plots"]) == {flags["--per-function"]}
+    assert set(declared["outs"]) == {flags["--out-dir"], flags["--record"]}
+    assert declared["outs"][flags["--record"]]["cache"] is False and declared["metrics"][flags["--metrics"]]["cache"] is False
+    plot = declared["plots"][flags["--per-function"]]
+    records = json.loads((formatted_sample / "per_function.json").read_text())
+    assert {plot["x"], plot["y"]} <= set(records[0]) and plot["template"] == "bar_horizontal"
