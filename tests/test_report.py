@@ -239,6 +239,17 @@ def test_report_defaults_to_main_vs_workspace_and_says_main_has_no_predictions(p
     assert table_row(out, "metrics/eval.json", "exact_match_finetuned")[2:4] == ["-", "0.83333"]
 
 
+def test_dvc_metrics_show_lists_the_intervals(project):
+    shown = run(DVC + ["metrics", "show", "--md"], project, stdout_only=True)
+    header, _, *rows = table_rows(shown)
+    eval_row = dict(zip(header, next(r for r in rows if r[0] == "metrics/eval.json")))
+    low, high = wilson_interval(40, ROWS)
+    assert (eval_row["exact_match_finetuned"], eval_row["exact_match_finetuned_n"]) == ("0.83333", "48")
+    assert (float(eval_row["exact_match_finetuned_ci_low"]), float(eval_row["exact_match_finetuned_ci_high"])) == pytest.approx(
+        (low, high), abs=1e-5)
+    assert {"exact_match_delta_ci_low", "exact_match_delta_p_value", "no_call_accuracy_finetuned_n"} <= set(header)
+
+
 def test_report_unknown_revision_is_one_sentence(project):
     result = make(project, "report", "A=exp-1", "B=no-such-exp", check=False)
 
