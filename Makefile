@@ -3,6 +3,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DVC    := $(VENV)/bin/dvc
 PYTEST := $(PY) -m pytest
+# The stages run as `python -m stages.<name>` (dvc.yaml): every target finds the project's environment
+# first on PATH, so `make repro` works from a plain shell, with or without an activated venv.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Where torch==2.13.0 comes from. Empty: PyPI, which on Linux x86-64 is the CUDA build (several GB of
+# NVIDIA libraries, also on a machine without a GPU). For the small CPU-only build:
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: setup test test-slow repro convert demo sample clean-venv
 
@@ -11,8 +18,8 @@ setup: $(VENV)/.installed  ## create .venv and install everything the pipeline a
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: this takes the CPU build on a CPU machine (see README for CUDA)
-	$(PY) -m pip install --quiet torch==2.13.0
+	# torch first and pinned (an installed 2.13.0, e.g. a CUDA or CPU build you chose, is kept)
+	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[convert,dev]"
 	touch $@
 
@@ -31,23 +38,35 @@ demo: setup  ## every stage offline on the real 270M, as a DVC experiment (~20 m
 convert: setup  ## the mobile artifact: models/litertlm/*.litertlm
 	$(DVC) repro convert_litertlm
 
-# Benchmarks (bench/RESULTS.md has the measured figures). They need data/formatted and models/base
-# (`dvc repro format`; offline: the demo's sources). On a GPU, `make bench-gpu` needs neither.
-.PHONY: bench bench-train bench-eval bench-gpu bench-accuracy
+# Benchmarks (bench/RESULTS.md has the measured figures). They read models/base and data/formatted (the
+# paths dvc.yaml gives; `dvc repro format` makes them, offline from the demo's sources) and run from the
+# repository root; BENCH_ARGS adds options (e.g. BENCH_ARGS="--max-steps 2" for a quick check).
+# On a GPU, `make bench-gpu` needs neither.
+BENCH_ARGS ?=
+.PHONY: bench bench-train bench-eval bench-gpu bench-accuracy bench-quant
 bench: bench-train bench-eval  ## train and eval speed: the notebook's recipe vs ours, side by side
 
 bench-train: setup  ## train tokens/s: the notebook's recipe vs our default (and each change alone), alternating runs
-	$(PY) bench/train_bench.py --grad-accum 2 --steps 1 --warmup 1 --rounds 2
+	$(PY) bench/train_bench.py --grad-accum 2 --steps 1 --warmup 1 --rounds 2 $(BENCH_ARGS)
 
 bench-eval: setup  ## eval examples/s: the notebook's per-prompt pipeline vs our batched generation
-	$(PY) bench/eval_bench.py --examples 32
+	$(PY) bench/eval_bench.py --examples 32 $(BENCH_ARGS)
 
 bench-gpu: setup  ## the GPU benchmark: random-init FunctionGemma 270M, ~650-token rows, notebook vs ours (bf16)
-	$(PY) bench/train_bench.py --synthetic --steps 5 --warmup 2 --rounds 2
+	$(PY) bench/train_bench.py --synthetic --steps 5 --warmup 2 --rounds 2 $(BENCH_ARGS)
 
 SEEDS ?= 3
 bench-accuracy: setup  ## the accuracy guard: notebook vs our recipe, same hyperparameters, SEEDS runs each (default 3), held-out exact match
-	$(PY) bench/recipe_accuracy.py --eval-rows 150 --seeds $(SEEDS)
+	$(PY) bench/recipe_accuracy.py --eval-rows 150 --seeds $(SEEDS) $(BENCH_ARGS)
+
+bench-quant: setup  ## the phone bundle per quantization recipe: size, speed, exact match (needs models/finetuned, data/eval)
+	$(PY) bench/quant_bench.py $(BENCH_ARGS)
+
+# Tuning: a grid of train.* experiments in DVC's queue, judged on a validation slice of the train split.
+GRID ?= bench/sweep_demo.yaml
+.PHONY: sweep
+sweep: setup  ## queue and run the experiments of GRID (default: the demo's sweep), then print their table
+	$(PY) -m commands.sweep --grid "$(GRID)"
 
 sample:  ## regenerate the committed synthetic sample (deterministic)
 	$(PY) data/sample/generate.py

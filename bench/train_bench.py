@@ -29,8 +29,9 @@ Data: `--model`/`--data` (a model folder and a formatted train.jsonl: the CPU ru
 offline 270M), or `--synthetic`: a randomly initialised model of the exact FunctionGemma 270M
 configuration and random token rows of realistic length (600-700 tokens, the last 30-50 of
 them the completion), since speed does not depend on the weights and a GPU machine may have
-no network. On a GPU it also measures the bf16 matmul rate and prints the model FLOPs
-utilisation (MFU) of each recipe against it.
+no network. It measures this machine's dense matmul rate in the same run (float32, and bf16
+where the device computes it natively: a GPU, a CPU with AVX512-BF16/AMX) and prints each
+recipe's achieved model FLOP/s and its share of the rate of its precision (on a GPU: the MFU).
 Writes nothing but a temporary folder, unless --json is given.
 """
 
@@ -51,8 +52,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline.common import UserError, read_json, run_main, write_json  # noqa: E402
+from flops import matmul_rate, train_flops_per_token  # noqa: E402
 from pipeline.layout import stage_path  # noqa: E402
 from pipeline.params import TrainParams, as_dict, load_params, parse_section  # noqa: E402
 
@@ -124,40 +127,6 @@ def synthetic_model(folder: Path, config_values: dict) -> Path:
     return folder
 
 
-def matmul_tflops(device: str) -> float | None:
-    """Measured dense bf16 matmul rate of this GPU (8192^3, the best of 20 timed calls), TFLOP/s."""
-    import torch
-
-    if device != "cuda":
-        return None
-    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(20):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * 8192**3 / best / 1e12
-
-
-def model_flops_per_token(config, mean_length: float, completion_fraction: float) -> float:
-    """Training FLOPs per real token that any recipe must do (forward + backward = 3x forward):
-    the matmuls of the transformer body, attention over the causal context (capped by the
-    sliding window on sliding layers), and the output layer for completion tokens only."""
-    body = config.num_hidden_layers * (
-        2 * config.hidden_size * config.head_dim * (config.num_attention_heads + config.num_key_value_heads)
-        + 3 * config.hidden_size * config.intermediate_size)
-    attention = 0.0
-    for kind in config.layer_types:
-        context = mean_length / 2 if kind == "full_attention" else min(mean_length / 2, config.sliding_window)
-        attention += 2 * config.num_attention_heads * config.head_dim * context
-    head = config.hidden_size * config.vocab_size * completion_fraction
-    return 3 * 2 * (body + attention + head)
-
-
 # ---------------------------------------------------------------- one run (child process)
 
 
@@ -181,7 +150,7 @@ def run_child(args: argparse.Namespace) -> None:
     import resource
 
     import torch
-    from transformers import AutoConfig, AutoTokenizer, TrainerCallback
+    from transformers import AutoTokenizer, TrainerCallback
 
     from pipeline.hardware import detect_device
     from stages import train
@@ -244,12 +213,6 @@ def run_child(args: argparse.Namespace) -> None:
               "step_seconds": [s["seconds"] for s in recorder.steps]}
     if device == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
-        result["matmul_tflops"] = matmul_tflops(device)
-        model_config = AutoConfig.from_pretrained(spec["model"])
-        lengths = [len(e["input_ids"]) for e in examples]
-        completion = sum(sum(e["completion_mask"]) for e in examples) / sum(lengths)
-        flops = model_flops_per_token(model_config, statistics.mean(lengths), completion)
-        result["mfu"] = tokens / seconds * flops / (result["matmul_tflops"] * 1e12)
     write_json(Path(spec["work"]) / "result.json", result)
 
 
@@ -286,6 +249,35 @@ def prepare_data(args: argparse.Namespace, work: Path, needed: int, max_length: 
     return model, path, what
 
 
+def machine_rates(device: str) -> dict[str, float]:
+    """This machine's dense matmul FLOP/s now: float32, and bf16 where the device computes it natively."""
+    import torch
+
+    from pipeline.hardware import native_bf16
+
+    rates = {"fp32": matmul_rate(device, torch.float32)} if device != "cuda" else {}
+    if native_bf16(device):
+        rates["bf16"] = matmul_rate(device, torch.bfloat16)
+    return rates
+
+
+def rate_key(result: dict) -> str:
+    """Which matmul rate a run is held against: bf16 for bf16 autocast or bf16 weights, else float32."""
+    return "bf16" if result["precision"] == "bf16" or result["weights"] == "bfloat16" else "fp32"
+
+
+def recipe_flops(model: Path, examples: Path, params: dict[str, TrainParams]) -> dict[str, float]:
+    """Model FLOPs per real token of each recipe on these examples (bench/flops.py)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    rows = [json.loads(line) for line in examples.read_text().splitlines()]
+    lengths = [len(r["input_ids"]) for r in rows]
+    completion = sum(sum(r["completion_mask"]) for r in rows) / sum(lengths)
+    return {name: train_flops_per_token(config, statistics.mean(lengths), completion, p.lora.enabled)
+            for name, p in params.items()}
+
+
 def run_in_child(script: str, spec: dict) -> dict:
     """Run `script --child spec.json` in a fresh process in spec["work"]; its result.json.
 
@@ -320,7 +312,9 @@ def summarize(results: list[dict], recipes: list[str]) -> list[dict]:
         row = {"recipe": recipe, "runs": len(runs), "tokens_per_second": tps,
                "samples_per_second": statistics.median(r["samples_per_second"] for r in runs),
                "peak_memory_gb": max(r["peak_memory_gb"] for r in runs),
-               "losses": runs[0]["losses"], "precision": runs[0]["precision"], "weights": runs[0]["weights"], "mfu": statistics.median(r["mfu"] for r in runs) if "mfu" in runs[0] else None}
+               "losses": runs[0]["losses"], "precision": runs[0]["precision"], "weights": runs[0]["weights"],
+               "flops_per_second": statistics.median(r["flops_per_second"] for r in runs),
+               "share_of_matmul_rate": statistics.median(r["share_of_matmul_rate"] for r in runs)}
         base = base or tps
         row["ratio"] = tps / base
         rows.append(row)
@@ -377,28 +371,33 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.warmup} warm-up + {args.steps} timed steps per run, {args.rounds} rounds; device "
               f"{torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or 'cpu'} "
               f"({os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})", flush=True)
+        rates = machine_rates(device)
+        print("matmul rate measured now: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in rates.items()), flush=True)
+        per_token = recipe_flops(model, examples, params)
         results = []
         for round_ in range(args.rounds):
             for recipe in recipes if round_ % 2 == 0 else recipes[::-1]:
                 result = run_one(recipe, params[recipe], model, examples, args, work, max_length)
+                result["flops_per_second"] = result["tokens_per_second"] * per_token[recipe]
+                result["share_of_matmul_rate"] = result["flops_per_second"] / rates[rate_key(result)]
                 results.append(result)
                 print(f"  round {round_ + 1} {recipe:24s} {result['tokens_per_second']:10.1f} tokens/s "
                       f"{result['samples_per_second']:8.3f} samples/s  peak {result['peak_memory_gb']:.2f} GiB  "
                       f"steps {' '.join(f'{s:.1f}s' for s in result['step_seconds'])}", flush=True)
     rows = summarize(results, recipes)
-    print(f"\n| recipe | precision | tokens/s (median of {args.rounds}) | samples/s | peak memory GiB | x notebook | loss per step |"
-          + (" MFU |" if rows[0]["mfu"] is not None else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|" if rows[0]["mfu"] is not None else ""))
+    print(f"\n| recipe | precision | tokens/s (median of {args.rounds}) | samples/s | peak memory GiB | x notebook "
+          "| model GFLOP/s | share of the matmul rate | loss per step |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         losses = " ".join(f"{x:.4f}" if x is not None else "-" for x in row["losses"])
         precision = row["precision"] + (" weights" if row["weights"] != "float32" else " autocast" if row["precision"] != "fp32" else "")
         print(f"| {row['recipe']} | {precision} | {row['tokens_per_second']:.1f} | {row['samples_per_second']:.3f} | "
-              f"{row['peak_memory_gb']:.2f} | {row['ratio']:.2f}x | {losses} |"
-              + (f" {row['mfu'] * 100:.1f}% |" if row["mfu"] is not None else ""))
+              f"{row['peak_memory_gb']:.2f} | {row['ratio']:.2f}x | {row['flops_per_second'] / 1e9:.1f} | "
+              f"{100 * row['share_of_matmul_rate']:.1f}% | {losses} |")
     first = results[0]
-    print(f"device {first.get('gpu', first['device'])}, "
-          + (f"bf16 matmul {first['matmul_tflops']:.0f} TFLOP/s measured, " if first.get("matmul_tflops") else "")
-          + f"load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"device {first.get('gpu', first['device'])}; the share is of the {'/'.join(rates)} matmul rate of the recipe's "
+          f"precision; model FLOPs = forward (output layer on completion tokens only) + backward (2x forward for full "
+          f"fine-tuning, 1x for LoRA); load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         write_json(args.json, {"data": what, "recipes": {n: as_dict(p) for n, p in params.items()},
                                "summary": rows, "runs": results})

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common import UserError, run_main
-from pipeline.layout import stage_arguments
+from pipeline.layout import resolve, stage_arguments
 from pipeline.stats import PairedDifference, paired_difference
 
 log = logging.getLogger("report")
@@ -314,9 +314,9 @@ def project_paths(root: Path) -> Paths:
     def flag(stage: str, name: str) -> str | None:
         try:
             value = stage_arguments(stage, root).get(name)
+            return resolve(value, root) if value else None  # `${...}` filled in from params.yaml, as DVC does
         except UserError:
             return None
-        return value if value and "${" not in value else None
 
     return Paths(flag("eval", "--predictions"), flag("eval", "--metrics"), flag("convert_litertlm", "--metrics"))
 

@@ -1,24 +1,26 @@
-"""Batched greedy generation with the KV cache, shared by eval, predict and convert.
+"""Batched greedy generation with the KV cache, shared by eval and predict.
 
-    from pipeline.generate import load_model, generate_texts
-    model, tokenizer = load_model("models/finetuned")
-    texts = generate_texts(model, tokenizer, prompts, max_new_tokens=128, batch_size=16)
+    from pipeline.generate import load_model, generate
+    model, tokenizer = load_model("models/finetuned")                 # precision "auto" (see load_model)
+    result = generate(model, tokenizer, prompts, max_new_tokens=128, batch_size=16)
+    result.texts, result.prefill_seconds, result.decode_seconds
 
 No files are written here. Prompts are FunctionGemma prompts as
 `functiongemma.render_prompt` writes them: they already begin with the literal
 `<bos>`, so they are tokenized without adding special tokens (one `<bos>`, not two).
 
 How a batch runs: prompts are sorted by token length (longest first, so the
-memory peak shows at once and each batch holds similar lengths). Each prompt
-is prefilled on its own, unpadded, keeping logits for its last position only
-(the 262k-word output layer over every prompt position would cost more than
-the rest of the model); on a CPU this is cheaper per row than a padded batch,
-and it is exactly the computation of a one-prompt run. Its keys and values go,
-left-padded, into one preallocated KV cache for the batch, and decoding runs
-one greedy token per row per step; position ids count real tokens only, so a
-padded row sees the positions it would see alone. A row leaves the batch (and
-the cache) as soon as it emits a stop token: `<start_function_response>`,
-`<end_of_turn>` or `<eos>`.
+memory peak shows at once and each batch holds similar lengths). They are
+prefilled `prefill_batch` at a time, keeping logits for the last position only
+(the 262k-word output layer over every prompt position would cost more than the
+rest of the model): one at a time unpadded (on a CPU this is as fast per row as
+a padded batch and exactly the computation of a one-prompt run), or several
+together, left-padded with an attention mask (what a GPU needs to be busy).
+Their keys and values go, left-padded, into one preallocated KV cache for the
+batch, and decoding runs one greedy token per row per step; position ids count
+real tokens only, so a padded row sees the positions it would see alone. A row
+leaves the batch (and the cache) as soon as it emits a stop token:
+`<start_function_response>`, `<end_of_turn>` or `<eos>`.
 
 Each returned text is the decoded continuation with special tokens kept (the
 parser needs `<start_function_call>` and friends), ending with the stop token
@@ -49,6 +51,8 @@ class Generation:
     stopped: list[bool]  # True when a stop token ended the row, False when max_new_tokens did
     prompt_tokens: list[int]  # prompt length of each row, tokens
     seconds: float  # wall time of the whole call
+    prefill_seconds: float = 0.0  # of which prefilling the prompts
+    decode_seconds: float = 0.0  # of which decoding (one token per live row per step)
 
     @property
     def new_tokens(self) -> int:
@@ -56,6 +60,7 @@ class Generation:
 
 
 def pick_device(device: str | None = None) -> str:
+    """The device given, else the GPU when there is one, else the CPU."""
     import torch
 
     if device:
@@ -63,15 +68,9 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def pick_dtype(device: str):
-    """float32 on a CPU (the weights' own precision: the same numbers as any other
-    float32 run of the model); bfloat16 on a GPU that has it (Gemma 3 overflows
-    in float16), else float32."""
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+def auto_prefill_batch(device: str) -> int:
+    """Prompts prefilled together: one on a CPU (measured no faster padded, bench/RESULTS.md), 8 on a GPU."""
+    return 8 if str(device).startswith("cuda") else 1
 
 
 def check_model_folder(path: str | Path) -> Path:
@@ -87,18 +86,21 @@ def check_model_folder(path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path, device: str | None = None) -> tuple[Any, Any]:
+def load_model(path: str | Path, device: str | None = None, precision: str = "auto") -> tuple[Any, Any]:
     """Load a Hugging Face model folder and its tokenizer for inference.
 
-    Returns (model, tokenizer); the model is in eval mode on `device` (default:
-    the GPU when there is one, else the CPU) in the dtype `pick_dtype` chooses.
-    A missing folder, or one that is not a model folder, is a UserError.
+    Returns (model, tokenizer); the model is in eval mode on `device` (default: the GPU when there
+    is one, else the CPU), its weights in the dtype `pipeline.hardware.inference_dtype` picks for
+    `precision` (auto: bf16 where the device computes it natively, else float32). A missing
+    folder, or one that is not a model folder, is a UserError.
     """
     path = check_model_folder(path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from pipeline.hardware import inference_dtype
+
     device = pick_device(device)
-    dtype = pick_dtype(device)
+    dtype = inference_dtype(precision, device)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
@@ -198,40 +200,60 @@ def new_cache(model, capacity: int):
     return Cache(layers=[layer(capacity) for _ in range(model.config.get_text_config().num_hidden_layers)])
 
 
-def greedy_batch(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: list[int]) -> list[list[int]]:
+def prefill(model, prompts: list[list[int]], pad_id: int) -> tuple[Any, Any, Any, int]:
+    """Prefill `prompts` in one forward, left-padded when their lengths differ. Returns (each row's first
+    greedy token, their cache, the attention mask, the padded length). One prompt runs unpadded:
+    exactly a one-prompt run."""
+    import torch
+
+    device = model.device
+    span = max(len(ids) for ids in prompts)
+    inputs = torch.tensor([[pad_id] * (span - len(ids)) + ids for ids in prompts], device=device)
+    mask = torch.tensor([[0] * (span - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens count from 0, as in a one-prompt run
+    own = new_cache(model, span)
+    padded = bool((mask == 0).any())
+    out = model(input_ids=inputs, attention_mask=mask if padded else None, position_ids=positions,
+                past_key_values=own, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1, :].argmax(-1), own, mask, span
+
+
+def greedy_batch(model, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: list[int], pad_id: int = 0,
+                 prefill_batch: int = 1, clock: dict | None = None) -> list[list[int]]:
     """Greedy continuation ids of each prompt, decoded together through one KV cache.
 
-    Each prompt is prefilled on its own, unpadded (the same computation as
-    running it alone, and on a CPU faster per row than a padded batch); its keys
-    and values are copied, left-padded, into one batch cache, and decoding runs
-    one token per live row per step. Each returned list ends with its stop id,
-    or has max_new_tokens ids.
+    The prompts are prefilled `prefill_batch` at a time (see `prefill`); their keys and values are
+    copied, left-padded, into one batch cache, and decoding runs one token per live row per step.
+    Each returned list ends with its stop id, or has max_new_tokens ids. `clock`, when given,
+    accumulates "prefill" and "decode" seconds.
     """
     import torch
 
     device = model.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    started = time.perf_counter()
     batch, width = len(prompts), max(len(p) for p in prompts)
     capacity = width + max_new_tokens
     cache = new_cache(model, capacity)
     attention = torch.zeros((batch, capacity), dtype=torch.long, device=device)
     first = []
-    for row, ids in enumerate(prompts):
-        start = width - len(ids)
-        alone = new_cache(model, len(ids))
-        out = model(input_ids=torch.tensor([ids], device=device), position_ids=torch.arange(len(ids), device=device)[None],
-                    past_key_values=alone, use_cache=True, logits_to_keep=1)
-        first.append(out.logits[0, -1, :].argmax(-1))
-        for layer, own in zip(cache.layers, alone.layers):
+    for lo in range(0, batch, max(1, prefill_batch)):
+        group = prompts[lo : lo + max(1, prefill_batch)]
+        tokens, own, mask, span = prefill(model, group, pad_id)
+        first.append(tokens)
+        for layer, part in zip(cache.layers, own.layers):
             if not layer.is_initialized:
-                shape = (batch, *own.keys.shape[1:2], capacity, own.keys.shape[-1])
-                layer.lazy_initialization(own.keys.new_zeros(shape), own.values.new_zeros(shape))
-            layer.keys[row, :, start:width] = own.keys[0]
-            layer.values[row, :, start:width] = own.values[0]
-        attention[row, start:width] = 1
-        del alone, out
+                shape = (batch, *part.keys.shape[1:2], capacity, part.keys.shape[-1])
+                layer.lazy_initialization(part.keys.new_zeros(shape), part.values.new_zeros(shape))
+            layer.keys[lo : lo + len(group), :, width - span : width] = part.keys
+            layer.values[lo : lo + len(group), :, width - span : width] = part.values
+        attention[lo : lo + len(group), width - span : width] = mask
+        del own
     for layer in cache.layers:
         layer.length = width
-    next_ids = torch.stack(first)
+    next_ids = torch.cat(first)
+    sync()
+    decoding = time.perf_counter()
     # Real tokens count positions from 0 whatever the padding.
     next_pos = torch.tensor([len(p) for p in prompts], device=device)
     stops = torch.tensor(stop_ids, device=device)
@@ -254,25 +276,34 @@ def greedy_batch(model, prompts: list[list[int]], *, max_new_tokens: int, stop_i
                     position_ids=next_pos[:, None], past_key_values=cache, use_cache=True, logits_to_keep=1)
         next_ids = out.logits[:, -1, :].argmax(-1)
         next_pos = next_pos + 1
+    sync()
+    if clock is not None:
+        clock["prefill"] = clock.get("prefill", 0.0) + decoding - started
+        clock["decode"] = clock.get("decode", 0.0) + time.perf_counter() - decoding
     return generated
 
 
-def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int, progress: bool = True) -> Generation:
-    """Greedy continuations of every prompt (see the module docstring), with counts and timing."""
+def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int, prefill_batch: int = 0,
+             progress: bool = True) -> Generation:
+    """Greedy continuations of every prompt (see the module docstring), with counts and timing.
+    `prefill_batch` 0 picks `auto_prefill_batch` for the model's device."""
     import torch
     from tqdm import tqdm
 
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
+    prefill_batch = prefill_batch or auto_prefill_batch(model.device.type)
     started = time.perf_counter()
     encoded = encode_prompts(tokenizer, prompts)
     stop_ids = stop_token_ids(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     token_ids: list[list[int]] = [[] for _ in prompts]
     bar = tqdm(total=len(prompts), unit="ex", desc="generate", disable=not progress, dynamic_ncols=True)
-    new_tokens = 0
+    new_tokens, clock = 0, {}
     with torch.inference_mode(), bar:
         for batch in length_sorted_batches([len(ids) for ids in encoded], batch_size):
-            outputs = greedy_batch(model, [encoded[i] for i in batch], max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+            outputs = greedy_batch(model, [encoded[i] for i in batch], max_new_tokens=max_new_tokens, stop_ids=stop_ids,
+                                   pad_id=pad_id, prefill_batch=prefill_batch, clock=clock)
             for i, ids in zip(batch, outputs):
                 token_ids[i] = ids
                 new_tokens += len(ids)
@@ -281,10 +312,12 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch
     stop_set = set(stop_ids)
     texts = [tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) for ids in token_ids]
     stopped = [bool(ids) and ids[-1] in stop_set for ids in token_ids]
-    return Generation(texts=texts, token_ids=token_ids, stopped=stopped,
-                      prompt_tokens=[len(ids) for ids in encoded], seconds=time.perf_counter() - started)
+    return Generation(texts=texts, token_ids=token_ids, stopped=stopped, prompt_tokens=[len(ids) for ids in encoded],
+                      seconds=time.perf_counter() - started, prefill_seconds=clock.get("prefill", 0.0),
+                      decode_seconds=clock.get("decode", 0.0))
 
 
 def generate_texts(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int, progress: bool = True) -> list[str]:
     """The generated continuation text of each prompt, in input order (see `generate`)."""
-    return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress).texts
+    return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    progress=progress).texts

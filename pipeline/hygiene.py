@@ -166,7 +166,8 @@ def report(examples: list[dict], leaks: dict[str, dict[str, list[int]]], dropped
 
 def function_table(examples: list[dict]) -> list[dict[str, Any]]:
     """One record per called function, sorted by name: `train_rows` / `eval_rows` (rows calling it at least
-    once) and `train_calls` / `eval_calls` (its calls, a row calling it twice counts twice)."""
+    once) and `train_calls` / `eval_calls` (its calls, a row calling it twice counts twice); the same for any
+    other split the examples have (such as `validation`)."""
     rows: dict[str, Counter] = defaultdict(Counter)
     calls: dict[str, Counter] = defaultdict(Counter)
     for ex in examples:
@@ -174,8 +175,9 @@ def function_table(examples: list[dict]) -> list[dict[str, Any]]:
             calls[name][ex["split"]] += 1
         for name in dict.fromkeys(ex["function_names"]):
             rows[name][ex["split"]] += 1
-    return [{"function": name, **{f"{split}_rows": rows[name][split] for split in SPLITS},
-             **{f"{split}_calls": calls[name][split] for split in SPLITS}} for name in sorted(rows)]
+    splits = [*SPLITS, *sorted({ex["split"] for ex in examples} - set(SPLITS))]
+    return [{"function": name, **{f"{split}_rows": rows[name][split] for split in splits},
+             **{f"{split}_calls": calls[name][split] for split in splits}} for name in sorted(rows)]
 
 
 def summary(metrics: dict[str, Any], records: list[dict], on_leak: str, functions: list[dict] | None = None,

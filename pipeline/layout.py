@@ -38,7 +38,25 @@ def stage_path(stage: str, flag: str, root: Path = Path(".")) -> Path:
     arguments = stage_arguments(stage, root)
     if flag not in arguments:
         raise UserError(f"the {stage} stage in {Path(root) / DVC_YAML} passes no {flag}: restore dvc.yaml from git")
-    value = arguments[flag]
-    if "${" in value:
-        raise UserError(f"the {stage} stage's {flag} is templated ({value}); pass the path explicitly")
-    return Path(root) / value
+    return Path(root) / resolve(arguments[flag], Path(root))
+
+
+def resolve(value: str, root: Path) -> str:
+    """`${section.key}` in a dvc.yaml value, filled in from params.yaml as DVC fills it in."""
+    import re
+
+    from pipeline.params import PARAMS_FILE, read_yaml
+
+    if "${" not in value:
+        return value
+    params = read_yaml(root / PARAMS_FILE)
+
+    def lookup(match) -> str:
+        node = params
+        for part in match.group(1).split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise UserError(f"dvc.yaml uses ${{{match.group(1)}}}, which {root / PARAMS_FILE} lacks: restore it")
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{([^}]+)\}", lookup, value)

@@ -127,6 +127,7 @@ class FormatParams:
     xlam_developer_text: str
     max_length: int = ranged(16)
     drop_over_length: bool
+    validation_rows: int = ranged(0)
 
     def check(self) -> list[str]:
         if self.eval_fraction >= 1.0:
@@ -197,6 +198,9 @@ class EvalParams:
     compare_base: bool
     base_limit: int = ranged(0)
     base_max_new_tokens: int = ranged(0)
+    precision: Literal["auto", "fp32", "bf16"]
+    prefill_batch: int = ranged(0)
+    split: Literal["eval", "validation"]
 
 
 @dataclass(frozen=True)

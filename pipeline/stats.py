@@ -175,3 +175,11 @@ def seeded_difference(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool]], 
     half = z * sd / math.sqrt(n) if n > 1 else 2.0  # one row says nothing about the spread
     return SeededDifference(n, len(a), len(b), sum(share_a) / n, sum(share_b) / n, mean,
                             max(-1.0, mean - half), min(1.0, mean + half))
+
+
+def describe_accuracy(rate: float | None, n: int | None) -> str:
+    """'78.0% (n = 150, 95% interval 70.7-84.0%)' from an accuracy and its row count ('n/a' without them)."""
+    if not isinstance(rate, (int, float)) or not n:
+        return "n/a"
+    low, high = wilson_interval(round(rate * n), n)
+    return f"{100 * rate:.1f}% (n = {n}, 95% interval {100 * low:.1f}-{100 * high:.1f}%)"

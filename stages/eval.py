@@ -194,11 +194,11 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def evaluate_model(path: Path, rows: list[dict], indices: list[int], max_new_tokens: int, batch_size: int) -> ModelResult:
-    model, tokenizer = load_model(path)
+def evaluate_model(path: Path, rows: list[dict], indices: list[int], max_new_tokens: int, params: EvalParams) -> ModelResult:
+    model, tokenizer = load_model(path, precision=params.precision)
     try:
-        generation = generate(model, tokenizer, [rows[i]["prompt"] for i in indices],
-                              max_new_tokens=max_new_tokens, batch_size=batch_size)
+        generation = generate(model, tokenizer, [rows[i]["prompt"] for i in indices], max_new_tokens=max_new_tokens,
+                              batch_size=params.batch_size, prefill_batch=params.prefill_batch)
     finally:
         del model
         gc.collect()
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for name, indices in plan.items():
         log.info("generating with the %s model (%s)", name, paths[name])
-        results[name] = evaluate_model(paths[name], rows, indices, budgets[name], params.batch_size)
+        results[name] = evaluate_model(paths[name], rows, indices, budgets[name], params)
         summary = scoring.summarize(results[name].scores)
         exact = accuracy_figures("x", scoring.accuracy_hits(results[name].scores, "exact_match"))
         log.info("%s: exact match %.3f (95%% interval %.3f-%.3f) on %d rows, in any order %.3f, function names %.3f, "

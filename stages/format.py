@@ -50,6 +50,7 @@ from typing import Any, Iterable, Iterator
 from pipeline import functiongemma as fg
 from pipeline import hygiene, mobile_actions, row_files, rows
 from pipeline.common import UserError, package_versions, read_json, run_main, write_json, write_jsonl
+from pipeline.examples import select_rows
 from pipeline.params import PARAMS_FILE, FormatParams, load_params
 from pipeline.split import assign_splits
 
@@ -182,7 +183,7 @@ def format_record(examples: list[dict], lengths: list[int], completion_lengths: 
     """metrics/record/format.json: what the run saw and used, not compared as metrics: token lengths per
     split (prompt + completion, and the completion alone), the developer text xLAM rows got."""
     record: dict[str, Any] = {"xlam_developer_text": developer_text(params)}
-    for split in SPLITS:
+    for split in [*SPLITS, *sorted({ex["split"] for ex in examples} - set(SPLITS))]:
         idx = [i for i, ex in enumerate(examples) if ex["split"] == split]
         record.update(length_stats([lengths[i] for i in idx], split))
         record.update(length_stats([completion_lengths[i] for i in idx], f"{split}_completion"))
@@ -250,6 +251,17 @@ def preview(path: Path, params_path: str) -> None:
         raise UserError(describe_rejected(rejected))
 
 
+def hold_out_validation(examples: list[dict], count: int) -> int:
+    """Move `count` train examples, evenly spaced, to the validation split (in place): a tuning set that
+    is neither trained on nor the held-out eval split. Returns how many were moved."""
+    train = [ex for ex in examples if ex["split"] == "train"]
+    if count and count >= len(train):
+        raise UserError(f"format.validation_rows {count} would leave no train rows ({len(train)} in all): lower it")
+    for ex in select_rows(train, count) if count else []:
+        ex["split"] = "validation"
+    return count
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Render rows into FunctionGemma prompt/completion examples.")
     parser.add_argument("--preview", type=Path, metavar="ROWS", help="print rendered rows of a file or folder and exit "
@@ -290,16 +302,18 @@ def main(argv: list[str] | None = None) -> None:
     if params.on_leak == "drop_from_train":
         kept = [ex for ex in examples if not (ex["split"] == "train" and ex["request"] in leaks)]
     hygiene_metrics, findings = hygiene.report(kept, leaks, len(examples) - len(kept), leak_examples=examples)
+    held_out = hold_out_validation(kept, params.validation_rows)
 
     lengths, completion_lengths = token_lengths(args.tokenizer, kept)
     metrics = format_metrics(kept, rejected, lengths, params.max_length)
     functions = hygiene.function_table(kept)
     metrics.update(source_metrics(examples, rejected, forced, params))
     metrics.update(hygiene_metrics)
+    metrics["validation_rows"] = held_out
     written = [ex for ex, n in zip(kept, lengths)
                if not (params.drop_over_length and ex["split"] == "train" and n > params.max_length)]
     metrics["train_rows_dropped_over_length"] = len(kept) - len(written)
-    for split in SPLITS:
+    for split in (*SPLITS, "validation"):
         count = write_jsonl(args.out_dir / f"{split}.jsonl", (ex for ex in written if ex["split"] == split))
         log.info("wrote %d %s examples", count, split)
     write_jsonl(args.out_dir / "rejected.jsonl", rejected)

@@ -22,10 +22,12 @@ def env(**extra: str) -> dict[str, str]:
                 DVC_NO_ANALYTICS="1", **extra)
 
 
-def run(cmd: list[str], cwd: Path, timeout: int = 600, stdout_only: bool = False, **extra_env: str) -> str:
-    """Run a command; fail the test with its output unless it succeeds. Returns stdout (+ stderr)."""
+def run(cmd: list[str], cwd: Path, timeout: int = 600, stdout_only: bool = False, check: bool = True,
+        **extra_env: str) -> str:
+    """Run a command; unless check is false, fail the test with its output when it fails. Returns stdout (+ stderr)."""
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env(**extra_env))
-    assert result.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{result.stdout}\n{result.stderr}"
+    if check:
+        assert result.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout if stdout_only else result.stdout + result.stderr
 
 

@@ -206,3 +206,25 @@ def test_accuracy_guard_needs_a_seed():
 
     with pytest.raises(UserError, match="--seeds 0: train each recipe at least once"):
         recipe_accuracy.main(["--seeds", "0"])
+
+
+def test_flop_counts_match_the_270m_parameters_and_the_matmul_rate_is_measured():
+    import torch
+    from transformers import Gemma3TextConfig
+
+    import flops
+
+    config = Gemma3TextConfig(**train_bench.GEMMA3_270M)
+    body, head = flops.body_parameters(config), config.hidden_size * config.vocab_size
+    assert body + head == pytest.approx(268_098_176, rel=1e-3)  # the 270M's weights, less its norms
+    one = flops.forward_flops(config, tokens=1, context=0, head_positions=1)
+    assert one == 2 * (body + head)  # a multiply-add per weight
+    assert flops.forward_flops(config, 10, 100, 1) - flops.forward_flops(config, 10, 0, 1) == flops.attention_flops(config, 10, 100)
+    windowed = flops.attention_flops(config, 1, 4000) / flops.attention_flops(config, 1, 400)
+    assert 10 > windowed > 1  # sliding layers see at most 512 keys; full ones all 4000
+    assert flops.prefill_flops(config, [100, 200]) == pytest.approx(flops.forward_flops(config, 100, 50, 1)
+                                                                    + flops.forward_flops(config, 200, 100, 1))
+    assert flops.train_flops_per_token(config, 600, 0.05, lora=False) == pytest.approx(
+        1.5 * flops.train_flops_per_token(config, 600, 0.05, lora=True))
+    rate = flops.matmul_rate("cpu", torch.float32, size=256, seconds=0.2)
+    assert 1e8 < rate < 1e13  # FLOP/s of this machine: between a phone from 2010 and a GPU

@@ -130,7 +130,7 @@ def test_base_on_a_subset_pairs_the_delta_over_the_shared_rows():
     rows = rows_with_targets()
     right = [completion(*r["target_calls"]) for r in rows]
     params = parse_section("eval", {"batch_size": 2, "max_new_tokens": 8, "limit": 0, "compare_base": True,
-                                     "base_limit": 2, "base_max_new_tokens": 4})
+                                     "base_limit": 2, "base_max_new_tokens": 4, "precision": "auto", "prefill_batch": 0})
     plan = eval_stage.model_rows(len(rows), params)
     assert plan == {"finetuned": [0, 1, 2], "base": [0, 1]}  # evenly spaced: rows 0 and 1 of 3
     tuned = eval_stage.ModelResult([0, 1, 2], gen([right[0], "x", right[2]]),
@@ -224,10 +224,11 @@ def test_stage_scores_what_the_models_generate(tmp_path, formatted_sample, monke
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
 
-    def fake_load(path):
+    def fake_load(path, precision):
+        assert precision == "auto"  # eval.precision as committed
         return Path(path).name, None
 
-    def fake_generate(model, tokenizer, prompts, *, max_new_tokens, batch_size, progress=True):
+    def fake_generate(model, tokenizer, prompts, *, max_new_tokens, batch_size, prefill_batch, progress=True):
         texts = [oracle[p] if model == "finetuned" else "I cannot help.<end_of_turn>" for p in prompts]
         return gen(texts, seconds=1.0)
 
@@ -256,7 +257,7 @@ def test_stage_scores_what_the_models_generate(tmp_path, formatted_sample, monke
 
 
 def test_missing_finetuned_model_fails_before_any_loading(tmp_path, formatted_sample, tiny_base, monkeypatch):
-    monkeypatch.setattr(eval_stage, "load_model", lambda path: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(eval_stage, "load_model", lambda path, **kw: pytest.fail("a model was loaded"))
     args = stage_args(tmp_path, eval_params(tmp_path), formatted_sample / "eval.jsonl", tiny_base, tmp_path / "models" / "finetuned")
     with pytest.raises(UserError, match="does not exist"):
         eval_stage.main(args)
@@ -347,7 +348,7 @@ def test_compare_base_false_evaluates_only_the_finetuned_model(tmp_path, formatt
     loaded = []
     (tmp_path / "finetuned").mkdir()
     (tmp_path / "finetuned" / "config.json").write_text("{}")
-    monkeypatch.setattr(eval_stage, "load_model", lambda path: (loaded.append(Path(path).name), None))
+    monkeypatch.setattr(eval_stage, "load_model", lambda path, **kw: (loaded.append(Path(path).name), None))
     monkeypatch.setattr(eval_stage, "generate", lambda model, tok, prompts, **kw: gen(["nothing"] * len(prompts)))
     args = stage_args(tmp_path, eval_params(tmp_path, compare_base=False, limit=5), formatted_sample / "eval.jsonl",
                       tmp_path / "no-base-needed", tmp_path / "finetuned")

@@ -90,6 +90,25 @@ def test_errors_name_line_numbers_and_stop(tmp_path, tiny_base):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
+def test_validation_rows_are_held_out_of_train_evenly_spaced(tmp_path, tiny_base, params_with):
+    params = params_with({"format.validation_rows": 50})
+    format_stage.main(["--params", str(params), "--raw", str(SAMPLE), "--tokenizer", str(tiny_base),
+                       "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")])
+    read = lambda split: [r for _, r, _ in read_jsonl(tmp_path / "out" / f"{split}.jsonl")]  # noqa: E731
+    train, validation, held = read("train"), read("validation"), read("eval")
+    raw = [r for _, r, _ in read_jsonl(SAMPLE)]
+    assert len(validation) == 50 and len(train) + 50 == sum(r["metadata"] == "train" for r in raw)
+    assert len(held) == sum(r["metadata"] == "eval" for r in raw)  # the eval split is untouched
+    assert not {r["line"] for r in validation} & {r["line"] for r in train}
+    lines = [r["line"] for r in validation]
+    assert lines == sorted(lines) and lines[-1] - lines[0] > 500  # spread over the train rows, not a prefix
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["validation_rows"] == 50 and metrics["train_rows"] == len(train)
+    with pytest.raises(UserError, match="format.validation_rows 600 would leave no train rows"):
+        format_stage.main(["--params", str(params_with({"format.validation_rows": 600}, "all.yaml")), "--raw", str(SAMPLE),
+                           "--tokenizer", str(tiny_base), "--out-dir", str(tmp_path / "o2"), "--metrics", str(tmp_path / "m2.json")])
+
+
 def test_skip_drops_and_counts(tmp_path, tiny_base):
     rows = valid_rows()
     raw = write_rows(tmp_path / "rows.jsonl", [rows[0], "[1, 2]", rows[1], rows[2]])

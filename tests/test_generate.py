@@ -96,6 +96,22 @@ def test_mixed_length_batch_equals_one_at_a_time_and_transformers(tiny, prompts)
     assert batched.new_tokens == 12 * len(prompts) and batched.seconds > 0
 
 
+def test_padded_batched_prefill_gives_the_texts_of_one_at_a_time(tiny, prompts):
+    """The GPU path: prompts of 4 to 600+ tokens prefilled in one left-padded forward (padding past the
+    512-token sliding window) continue exactly as when each is prefilled alone."""
+    model, tokenizer = tiny
+    alone = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=len(prompts), prefill_batch=1, progress=False)
+    for group in (2, len(prompts)):
+        together = generate(model, tokenizer, prompts, max_new_tokens=12, batch_size=len(prompts), prefill_batch=group,
+                            progress=False)
+        assert together.texts == alone.texts and together.token_ids == alone.token_ids
+    assert 0 < alone.prefill_seconds and 0 < alone.decode_seconds
+    assert alone.prefill_seconds + alone.decode_seconds <= alone.seconds
+    forced = ForcedStops(model, 1000)
+    generate(forced, tokenizer, prompts, max_new_tokens=2, batch_size=len(prompts), prefill_batch=len(prompts), progress=False)
+    assert forced.calls[0] == len(prompts)  # one prefill forward for the whole batch
+
+
 def test_rows_stop_at_their_first_stop_token_and_leave_the_batch(tiny, prompts):
     model, tokenizer = tiny
     every, budget = 7, 10

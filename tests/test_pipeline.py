@@ -16,7 +16,8 @@ def test_repro_fetch_format_then_nothing_changes(tmp_path):
     run(DVC + ["repro", "format"], repo)
 
     assert (repo / "data/raw/dataset.jsonl").read_bytes() == (ROOT / "data/sample/mobile_actions_sample.jsonl").read_bytes()
-    assert {p.name for p in (repo / "data/formatted").iterdir()} == {"train.jsonl", "eval.jsonl", "rejected.jsonl", "hygiene.jsonl"}
+    assert {p.name for p in (repo / "data/formatted").iterdir()} == {"train.jsonl", "eval.jsonl", "validation.jsonl", "rejected.jsonl",
+                                                                     "hygiene.jsonl"}
     assert (repo / "models/base/model.safetensors").exists()
     metrics = json.loads((repo / "metrics/format.json").read_text())
     assert metrics["train_rows"] >= 400 and metrics["eval_rows"] >= 100 and metrics["rows_rejected"] == 0

@@ -1,0 +1,73 @@
+"""make sweep: a grid of experiments queued and run by DVC's own queue, then one table (tiny model, offline)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from commands import sweep
+from pipeline.common import UserError
+from tests.helpers import DVC, OFFLINE_TINY, make_project, run
+
+GRID = """
+base:
+  format.validation_rows: 20
+  eval.split: validation
+  eval.compare_base: false
+  eval.limit: 4
+  eval.max_new_tokens: 4
+  train.max_steps: 2
+  train.per_device_batch_size: 2
+  train.gradient_accumulation_steps: 1
+  train.eval_rows: 2
+experiments:
+  fast: {train.lr: 0.001}
+  adapters: {train.lr: 0.0001, train.lora.enabled: true, train.lora.target_modules: [q_proj, v_proj]}
+"""
+
+
+def test_grid_file_is_read_as_dash_s_text(tmp_path):
+    (tmp_path / "grid.yaml").write_text(GRID)
+    base, experiments = sweep.read_grid(tmp_path / "grid.yaml")
+    assert base["eval.split"] == "validation" and base["eval.compare_base"] == "false"
+    assert experiments["adapters"] == {"train.lr": "0.0001", "train.lora.enabled": "true",
+                                       "train.lora.target_modules": "[q_proj, v_proj]"}
+    (tmp_path / "bad.yaml").write_text("base: {}\n")
+    with pytest.raises(UserError, match="needs `experiments:`"):
+        sweep.read_grid(tmp_path / "bad.yaml")
+    with pytest.raises(UserError, match="not found"):
+        sweep.read_grid(tmp_path / "missing.yaml")
+
+
+def test_the_demo_grid_validates():
+    from tests.helpers import ROOT
+    from commands.experiments import check_overrides
+
+    base, experiments = sweep.read_grid(ROOT / "bench" / "sweep_demo.yaml")
+    assert base["eval.split"] == "validation" and int(base["format.validation_rows"]) > 0  # never the held-out rows
+    for overrides in experiments.values():
+        check_overrides(ROOT, {**base, **overrides})
+
+
+def test_a_bad_key_stops_the_sweep_before_anything_is_queued(tmp_path):
+    repo = make_project(tmp_path, OFFLINE_TINY)
+    (repo / "grid.yaml").write_text(GRID.replace("train.lr: 0.001", "train.learning_rate: 0.001"))
+    result = run([sys.executable, "-m", "commands.sweep", "--grid", "grid.yaml"], repo, check=False)
+    assert "params.yaml has no train.learning_rate" in result
+    assert "Queued" not in run(DVC + ["queue", "status"], repo)
+
+
+def test_sweep_runs_the_grid_in_dvcs_queue_and_tabulates_validation_exact_match(tmp_path):
+    repo = make_project(tmp_path, OFFLINE_TINY)
+    (repo / "grid.yaml").write_text(GRID)
+    out = run([sys.executable, "-m", "commands.sweep", "--grid", "grid.yaml"], repo, timeout=1200)
+    assert "dvc queue start -j 1" in out
+    table = [line for line in out.splitlines() if line.startswith("| sweep-")]
+    assert sorted(line.split(" | ")[0] for line in table) == ["| sweep-adapters", "| sweep-fast"]
+    assert all("% (n = 4, 95% interval" in line for line in table)  # the 4 validation rows eval judged
+    shown = json.dumps(json.loads(run(DVC + ["exp", "show", "--json"], repo, stdout_only=True)))
+    assert "sweep-fast" in shown and "sweep-adapters" in shown
+    again = run([sys.executable, "-m", "commands.sweep", "--grid", "grid.yaml", "--collect"], repo)
+    assert [line for line in again.splitlines() if line.startswith("| sweep-")] == table
