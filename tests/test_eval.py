@@ -130,7 +130,8 @@ def test_base_on_a_subset_pairs_the_delta_over_the_shared_rows():
     rows = rows_with_targets()
     right = [completion(*r["target_calls"]) for r in rows]
     params = parse_section("eval", {"batch_size": 2, "max_new_tokens": 8, "limit": 0, "compare_base": True,
-                                     "base_limit": 2, "base_max_new_tokens": 4, "precision": "auto", "prefill_batch": 0})
+                                     "base_limit": 2, "base_max_new_tokens": 4, "precision": "auto", "prefill_batch": 0,
+                                     "split": "eval"})
     plan = eval_stage.model_rows(len(rows), params)
     assert plan == {"finetuned": [0, 1, 2], "base": [0, 1]}  # evenly spaced: rows 0 and 1 of 3
     tuned = eval_stage.ModelResult([0, 1, 2], gen([right[0], "x", right[2]]),

@@ -93,7 +93,8 @@ def test_errors_name_line_numbers_and_stop(tmp_path, tiny_base):
 def test_validation_rows_are_held_out_of_train_evenly_spaced(tmp_path, tiny_base, params_with):
     params = params_with({"format.validation_rows": 50})
     format_stage.main(["--params", str(params), "--raw", str(SAMPLE), "--tokenizer", str(tiny_base),
-                       "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")])
+                       "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json"),
+                       "--per-function", str(tmp_path / "f.json"), "--record", str(tmp_path / "r.json")])
     read = lambda split: [r for _, r, _ in read_jsonl(tmp_path / "out" / f"{split}.jsonl")]  # noqa: E731
     train, validation, held = read("train"), read("validation"), read("eval")
     raw = [r for _, r, _ in read_jsonl(SAMPLE)]
@@ -104,9 +105,14 @@ def test_validation_rows_are_held_out_of_train_evenly_spaced(tmp_path, tiny_base
     assert lines == sorted(lines) and lines[-1] - lines[0] > 500  # spread over the train rows, not a prefix
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["validation_rows"] == 50 and metrics["train_rows"] == len(train)
+    # the per-function table and the length record count the validation split too
+    functions = json.loads((tmp_path / "f.json").read_text())
+    assert sum(r["validation_rows"] for r in functions) >= 50
+    assert json.loads((tmp_path / "r.json").read_text())["validation_tokens_max"] > 0
     with pytest.raises(UserError, match="format.validation_rows 600 would leave no train rows"):
         format_stage.main(["--params", str(params_with({"format.validation_rows": 600}, "all.yaml")), "--raw", str(SAMPLE),
-                           "--tokenizer", str(tiny_base), "--out-dir", str(tmp_path / "o2"), "--metrics", str(tmp_path / "m2.json")])
+                           "--tokenizer", str(tiny_base), "--out-dir", str(tmp_path / "o2"), "--metrics", str(tmp_path / "m2.json"),
+                           "--per-function", str(tmp_path / "f2.json"), "--record", str(tmp_path / "r2.json")])
 
 
 def test_skip_drops_and_counts(tmp_path, tiny_base):
