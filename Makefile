@@ -55,8 +55,9 @@ bench-eval: setup  ## eval examples/s: the notebook's per-prompt pipeline vs our
 bench-gpu: setup  ## the GPU benchmark: random-init FunctionGemma 270M, ~650-token rows, notebook vs ours (bf16)
 	$(PY) bench/train_bench.py --synthetic --steps 5 --warmup 2 --rounds 2 $(BENCH_ARGS)
 
-bench-accuracy: setup  ## the accuracy guard: notebook vs our recipe, same hyperparameters, held-out exact match
-	$(PY) bench/recipe_accuracy.py --eval-rows 150 $(BENCH_ARGS)
+SEEDS ?= 3
+bench-accuracy: setup  ## the accuracy guard: notebook vs our recipe, same hyperparameters, SEEDS runs each (default 3), held-out exact match
+	$(PY) bench/recipe_accuracy.py --eval-rows 150 --seeds $(SEEDS) $(BENCH_ARGS)
 
 bench-quant: setup  ## the phone bundle per quantization recipe: size, speed, exact match (needs models/finetuned, data/eval)
 	$(PY) bench/quant_bench.py $(BENCH_ARGS)
@@ -73,13 +74,13 @@ sample:  ## regenerate the committed synthetic sample (deterministic)
 clean-venv:
 	rm -rf $(VENV)
 
-# Review and sharing. `report` compares two revisions or experiments (what the PR workflow posts);
+# Review and sharing. `report` compares two revisions or experiments, row by row (what the PR workflow posts);
 # `push` uploads models/finetuned/ (+ the .litertlm if present) with a generated model card.
 .PHONY: report push
 A ?= main
 B ?= workspace
 
-report: setup  ## markdown of `dvc metrics diff --md` + `dvc params diff --md`: make report [A=rev-or-exp] [B=rev-or-exp]
+report: setup  ## markdown for review: headline, paired comparison on the eval rows, metrics and params diff: make report [A=rev-or-exp] [B=rev-or-exp]
 	@$(PY) -m commands.report --a "$(A)" --b "$(B)"
 
 ifneq ($(filter push,$(MAKECMDGOALS)),)

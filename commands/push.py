@@ -10,10 +10,18 @@ Uploads, in one commit to the model repo `--repo` (created if missing):
   `--no-include-litertlm` leaves it out);
 - `README.md`: a model card generated from the run's own records: the base model
   and its resolved revision (`models/base/source.json`), the data set
-  (`data/raw/source.json`), the train params that made the model (the train
-  stage's params in `dvc.lock`; the `train` section of `params.yaml` when there
-  is no lock), the base vs fine-tuned table of `metrics/eval.json`, and
-  `metrics/train.json` / `metrics/convert.json` when present.
+  (`data/raw/source.json`), the train params that made the model, the base vs
+  fine-tuned table of `metrics/eval.json` with its 95% intervals, and
+  `metrics/train.json` / `metrics/convert.json` when present. The front matter
+  (license, base model, data set, tags) is built with huggingface_hub's
+  `ModelCardData` / `ModelCard`.
+
+The train params are the train stage's, read with `dvc.api.params_show(stages="train")`;
+push first asks DVC (`Repo.status`) whether the train stage is up to date with
+dvc.lock, and stops, naming what changed, when it is not (params edited since,
+code or data changed, the model folder modified): the card would then describe
+another model than the one uploaded. Paths come from dvc.yaml (the train stage's
+`--out-dir`, and so on); `--repo-dir` names the project root.
 
 Writes nothing locally. `--dry-run` prints the card to stdout and lists the
 files, uploading nothing (no token needed).
@@ -35,8 +43,8 @@ from typing import Any
 
 from pipeline import mobile_actions
 from pipeline.common import UserError, read_json, run_main
+from pipeline.layout import stage_path
 from stages.fetch import hub_error, hub_token, is_connection_error
-from pipeline.params import as_dict, load_params
 
 log = logging.getLogger("push")
 
@@ -45,7 +53,8 @@ log = logging.getLogger("push")
 MODEL_PATTERNS = ("*.safetensors", "model.safetensors.index.json", "config.json", "generation_config.json",
                   "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.*", "*.model")
 HEADLINE_EVAL = ("exact_match", "function_name_accuracy", "argument_f1")  # shown first when present
-EVAL_SIDES = ("base", "finetuned", "delta")  # eval.json keys are <metric>_<side>
+EVAL_SIDES = ("base", "finetuned", "delta")  # eval.json keys are <metric>_<side>[<figure suffix>]
+FIGURE_SUFFIXES = ("_ci_low", "_ci_high", "_p_value", "_n")  # an accuracy's interval, p-value and rows
 TRAIN_SUMMARY = ("steps", "epochs", "train_loss", "eval_loss", "effective_batch_size", "lora", "precision",
                  "device", "runtime_seconds", "peak_memory_gb")
 GEMMA_SOURCES = ("hub", "gguf", "tiny")  # base models under the Gemma terms of use
@@ -58,8 +67,7 @@ class CardInputs:
     repo: str
     base: dict[str, Any]  # models/base/source.json
     data: dict[str, Any]  # data/raw/source.json ({} when missing)
-    train_params: dict[str, Any]  # flat dotted keys
-    train_params_origin: str  # "dvc.lock" or "params.yaml"
+    train_params: dict[str, Any]  # flat dotted keys (`train.lr`, `format.max_length`): the train stage's params
     eval_metrics: dict[str, Any]  # {} when missing
     train_metrics: dict[str, Any]
     convert_metrics: dict[str, Any]
@@ -112,7 +120,9 @@ def key_value_table(values: dict[str, Any], first: tuple[str, ...] = ()) -> str:
 
 
 def split_eval(metrics: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, Any]]:
-    """(per-metric {side: value}, other keys, run_* record) from flat eval keys `<metric>_<side>`."""
+    """(per-metric {side: value}, other keys, run_* record) from flat eval keys `<metric>_<side>`; an
+    accuracy's figures `<metric>_<side>_ci_low` (`_ci_high`, `_p_value`, `_n`) land under side
+    `<side>_ci_low` (and so on)."""
     compared: dict[str, dict[str, Any]] = {}
     other: dict[str, Any] = {}
     record: dict[str, Any] = {}
@@ -120,15 +130,27 @@ def split_eval(metrics: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict
         if key.startswith("run_"):
             record[key] = value
             continue
-        metric, _, side = key.rpartition("_")
+        suffix = next((s for s in FIGURE_SUFFIXES if key.endswith(s)), "")
+        metric, _, side = key.removesuffix(suffix).rpartition("_")
         if metric and side in EVAL_SIDES:
-            compared.setdefault(metric, {})[side] = value
+            compared.setdefault(metric, {})[side + suffix] = value
         else:
             other[key] = value
     # a lone `<x>_delta` (or `_base`) with no partner is not a comparison
     for metric in [m for m, sides in compared.items() if not ({"base", "finetuned"} & sides.keys())]:
         other.update({f"{metric}_{side}": v for side, v in compared.pop(metric).items()})
     return compared, other, record
+
+
+def with_interval(sides: dict[str, Any], side: str, value: Any, signed: bool = False) -> str:
+    """A cell: the value, then its 95% interval `[low, high]` and p-value when the metrics have them."""
+    text = cell(value, signed=signed and _number(value))
+    low, high, p = (sides.get(f"{side}{s}") for s in ("_ci_low", "_ci_high", "_p_value"))
+    if _number(value) and _number(low) and _number(high):
+        text += f" [{cell(low, signed)}, {cell(high, signed)}]"
+    if _number(value) and _number(p):
+        text += f", p = {p:.3g}"
+    return text
 
 
 def eval_section(metrics: dict[str, Any]) -> str:
@@ -144,9 +166,16 @@ def eval_section(metrics: dict[str, Any]) -> str:
             base, tuned, delta = sides.get("base"), sides.get("finetuned"), sides.get("delta")
             if delta is None and _number(base) and _number(tuned):
                 delta = tuned - base
-            rows.append([f"**{metric}**" if metric in HEADLINE_EVAL else metric, cell(base), cell(tuned),
-                         cell(delta, signed=_number(delta))])
+            rows.append([f"**{metric}**" if metric in HEADLINE_EVAL else metric, with_interval(sides, "base", base),
+                         with_interval(sides, "finetuned", tuned), with_interval(sides, "delta", delta, signed=True)])
         parts.append(table(["metric", "base", "fine-tuned", "change"], rows))
+        counts = [f"{label} {n}" for label, n in (("fine-tuned", metrics.get("exact_match_finetuned_n")),
+                                                  ("base", metrics.get("exact_match_base_n")),
+                                                  ("both (the change)", metrics.get("exact_match_delta_n"))) if _number(n)]
+        if any(k.endswith("_ci_low") for sides in compared.values() for k in sides):
+            parts.append("In brackets: the 95% interval (Wilson's for each model's share of its rows; Newcombe's paired "
+                         "interval for the change, on the rows both models answered, with the exact McNemar p-value)."
+                         + (f" Rows: {', '.join(counts)}." if counts else ""))
     if other:
         parts.append(key_value_table(other))
     if record:
@@ -202,19 +231,23 @@ def data_section(data: dict[str, Any]) -> str:
     return text + (f" ({', '.join(extra)})" if extra else "") + "."
 
 
-def front_matter(inputs: CardInputs) -> str:
-    meta: list[str] = ["library_name: transformers", "pipeline_tag: text-generation"]
-    if inputs.base.get("source") in GEMMA_SOURCES:
-        meta.append("license: gemma")
-    if inputs.base.get("source") == "hub" and inputs.base.get("repo"):
-        meta.append(f"base_model: {json.dumps(inputs.base['repo'])}")
-    if inputs.data.get("source") == "hub" and inputs.data.get("repo"):
-        meta += ["datasets:", f"- {json.dumps(inputs.data['repo'])}"]
+def card_data(inputs: CardInputs):
+    """The card's metadata (its YAML front matter) as huggingface_hub's ModelCardData."""
+    from huggingface_hub import ModelCardData
+
     tags = ["function-calling", "functiongemma", "dvc"]
     if any(path.endswith(".litertlm") for path, _ in inputs.files):
         tags.append("litert-lm")
-    meta += ["tags:"] + [f"- {t}" for t in tags]
-    return "---\n" + "\n".join(meta) + "\n---\n"
+    hub_base = inputs.base.get("source") == "hub" and inputs.base.get("repo")
+    hub_data = inputs.data.get("source") == "hub" and inputs.data.get("repo")
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        license="gemma" if inputs.base.get("source") in GEMMA_SOURCES else None,
+        base_model=str(inputs.base["repo"]) if hub_base else None,
+        datasets=[str(inputs.data["repo"])] if hub_data else None,
+        tags=tags,
+    )
 
 
 def usage_section(inputs: CardInputs) -> str:
@@ -242,12 +275,11 @@ print(tokenizer.decode(out[0][inputs["input_ids"].shape[1]:]))
 
 
 def model_card(inputs: CardInputs) -> str:
-    """The README.md of the hub repo (pure: same inputs, same card)."""
+    """The README.md of the hub repo (pure: same inputs, same card): ModelCardData's front matter, then the body."""
+    from huggingface_hub import ModelCard
+
     name = inputs.repo.split("/")[-1]
-    origin = ("the train stage's params in `dvc.lock`" if inputs.train_params_origin == "dvc.lock"
-              else "the `train` section of `params.yaml`")
     sections = [
-        front_matter(inputs),
         f"# {name}\n\nFunctionGemma-style function calling, fine-tuned with a reproducible DVC pipeline "
         "(fetch → format → train → eval → convert_litertlm). Every number below comes from that run's own "
         "records.",
@@ -255,7 +287,8 @@ def model_card(inputs: CardInputs) -> str:
         f"## Data set\n\n{data_section(inputs.data)}",
         f"## Evaluation\n\nGreedy decoding on the held-out `eval` rows; base and fine-tuned models get the same "
         f"prompts. Exact match = the same function calls with the same arguments.\n\n{eval_section(inputs.eval_metrics)}",
-        f"## Training parameters\n\nFrom {origin}:\n\n{key_value_table(inputs.train_params)}",
+        "## Training parameters\n\nThe train stage's params, as DVC reads them (`dvc.api.params_show`), with the "
+        f"train stage up to date with `dvc.lock`:\n\n{key_value_table(inputs.train_params)}",
     ]
     if inputs.train_metrics:
         summary = {k: inputs.train_metrics[k] for k in TRAIN_SUMMARY if k in inputs.train_metrics}
@@ -266,7 +299,9 @@ def model_card(inputs: CardInputs) -> str:
         sections.append(f"## On-device conversion (`.litertlm`)\n\n{key_value_table(flatten(inputs.convert_metrics))}")
     files = table(["file", "size"], [[f"`{p}`", human_size(n)] for p, n in inputs.files])
     sections += [f"## Files\n\n{files}", f"## How to use\n\n{usage_section(inputs)}"]
-    return "\n\n".join(s.strip("\n") for s in sections) + "\n"
+    body = "\n\n".join(s.strip("\n") for s in sections) + "\n"
+    card = ModelCard.from_template(card_data(inputs), template_str="---\n{{ card_data }}\n---\n\n{{ body }}", body=body)
+    return str(card)
 
 
 def human_size(n: int) -> str:
@@ -277,17 +312,19 @@ def human_size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def train_params_from_lock(lock: dict[str, Any]) -> dict[str, Any] | None:
-    """The train params recorded in dvc.lock for the train stage (flat dotted keys), or None."""
-    params = (lock.get("stages", {}).get("train", {}) or {}).get("params", {}) or {}
-    found: dict[str, Any] = {}
-    for values in params.values():  # one entry per params file
-        for key, value in (values or {}).items():
-            if key == "train":
-                found.update(flatten(value, "train"))
-            elif key.startswith("train."):
-                found.update(flatten(value, key))
-    return {k.removeprefix("train."): v for k, v in found.items()} or None
+def describe_status(status: dict[str, Any], shown: int = 6) -> str:
+    """`Repo.status(targets=["train"])` in words: "changed deps: params.yaml (train.lr modified); ..."."""
+    parts = []
+    for entry in next(iter(status.values()), []):  # the one stage asked about
+        if isinstance(entry, str):  # e.g. "changed command"
+            parts.append(entry)
+            continue
+        for kind, changes in entry.items():
+            items = [f"{path} ({', '.join(f'{k} {v}' for k, v in change.items())})" if isinstance(change, dict)
+                     else f"{path} {change}" for path, change in changes.items()]
+            more = f" and {len(items) - shown} more" if len(items) > shown else ""
+            parts.append(f"{kind}: {', '.join(items[:shown])}{more}")
+    return "; ".join(parts) or "changed"
 
 
 def check_repo_id(repo: str) -> None:
@@ -358,20 +395,29 @@ def read_optional_json(path: Path, warn: bool = True) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def read_train_params(lock_path: Path, params_path: Path) -> tuple[dict[str, Any], str]:
-    """(flat train params, where they came from): dvc.lock records what trained the model; params.yaml may have moved on."""
-    from_file = flatten(as_dict(load_params("train", path=params_path)))
-    if lock_path.exists():
-        from ruamel.yaml import YAML
+def read_train_params(root: Path) -> dict[str, Any]:
+    """The train stage's params (flat dotted keys), once DVC confirms the stage is up to date with dvc.lock:
+    then they are the params that trained the model in the train stage's output folder."""
+    import dvc.api
+    from dvc.exceptions import DvcException, NotDvcRepoError
+    from dvc.repo import Repo
 
-        from_lock = train_params_from_lock(YAML(typ="safe", pure=True).load(lock_path.read_text(encoding="utf-8")) or {})
-        if from_lock:
-            if from_lock != from_file:
-                changed = sorted(k for k in from_file.keys() | from_lock.keys() if from_file.get(k) != from_lock.get(k))
-                log.warning("params.yaml's train section differs from what trained the model (%s); "
-                            "the card shows dvc.lock's values", ", ".join(changed))
-            return from_lock, "dvc.lock"
-    return from_file, "params.yaml"
+    # the stage by its dvc.yaml's absolute path: DVC resolves a bare stage name against the working
+    # directory, not against `repo` (treeverse/dvc#8162)
+    stage = f"{(Path(root).resolve() / 'dvc.yaml').as_posix()}:train"
+    try:
+        with Repo(str(root)) as repo:
+            status = repo.status(targets=[stage])
+        params = dvc.api.params_show(stages=[stage], repo=str(root))
+    except NotDvcRepoError:
+        raise UserError(f"{root} is not a DVC project: run push from the repository root (or pass --repo-dir)") from None
+    except DvcException as err:
+        raise UserError(f"DVC cannot read the train stage of {root} ({err}): restore dvc.yaml and params.yaml from git") from None
+    if status:
+        raise UserError(f"the train stage is not up to date with dvc.lock ({describe_status(status)}), so the card "
+                        "would not describe the trained model: run `dvc repro train`, or check out what trained it, "
+                        "then push again")
+    return flatten(params)
 
 
 def file_contains(path: Path, secret: bytes) -> bool:
@@ -415,33 +461,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--include-litertlm", action=argparse.BooleanOptionalAction, default=None,
                         help="upload models/litertlm/*.litertlm (default: when present)")
     parser.add_argument("--dry-run", action="store_true", help="print the card and the file list; upload nothing")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--lock", type=Path, default=Path("dvc.lock"))
-    parser.add_argument("--model-dir", type=Path, default=Path("models/finetuned"))
-    parser.add_argument("--base-dir", type=Path, default=Path("models/base"))
-    parser.add_argument("--litertlm-dir", type=Path, default=Path("models/litertlm"))
-    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"))
-    parser.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
+    parser.add_argument("--repo-dir", type=Path, default=Path("."), help="the project root (default: here)")
+    parser.add_argument("--model-dir", type=Path, help="default: the train stage's --out-dir in dvc.yaml")
     args = parser.parse_args(argv)
+    root = args.repo_dir
+    model_dir = args.model_dir or stage_path("train", "--out-dir", root)
+    base_dir = stage_path("fetch", "--model-dir", root)
+    litertlm_dir = stage_path("convert_litertlm", "--out-dir", root)
+    raw_dir = stage_path("fetch", "--raw-dir", root)
 
     check_repo_id(args.repo)
     token = None if args.dry_run else hub_token()
     if not args.dry_run and token is None:
         raise UserError("pushing needs a Hugging Face token with write access: export HF_TOKEN=hf_... "
                         "(or run `hf auth login`), then run again")
-    model = model_files(args.model_dir)
-    bundles = litertlm_files(args.litertlm_dir, args.include_litertlm)
+    model = model_files(model_dir)
+    bundles = litertlm_files(litertlm_dir, args.include_litertlm)
     uploads = [(p.name, p) for p in model] + [(p.name, p) for p in bundles]
-    if not (args.base_dir / "source.json").exists():
-        raise UserError(f"{args.base_dir / 'source.json'} not found: run `dvc repro fetch` (the card names the base model from it)")
-    train_params, origin = read_train_params(args.lock, args.params)
+    if not (base_dir / "source.json").exists():
+        raise UserError(f"{base_dir / 'source.json'} not found: run `dvc repro fetch` (the card names the base model from it)")
+    train_params = read_train_params(root)
     inputs = CardInputs(
-        repo=args.repo, base=read_json(args.base_dir / "source.json"),
-        data=read_optional_json(args.raw_dir / "source.json"),
-        train_params=train_params, train_params_origin=origin,
-        eval_metrics=read_optional_json(args.metrics_dir / "eval.json"),
-        train_metrics=read_optional_json(args.metrics_dir / "train.json", warn=False),
-        convert_metrics=read_optional_json(args.metrics_dir / "convert.json", warn=False),
+        repo=args.repo, base=read_json(base_dir / "source.json"),
+        data=read_optional_json(raw_dir / "source.json"),
+        train_params=train_params,
+        eval_metrics=read_optional_json(stage_path("eval", "--metrics", root)),
+        train_metrics=read_optional_json(stage_path("train", "--metrics", root), warn=False),
+        convert_metrics=read_optional_json(stage_path("convert_litertlm", "--metrics", root), warn=False),
         files=tuple((name, path.stat().st_size) for name, path in uploads),
     )
     card = model_card(inputs)

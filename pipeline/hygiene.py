@@ -3,7 +3,8 @@
     from pipeline import hygiene
     leaks = hygiene.find_leaks(examples)                     # request -> {"train": [...], "eval": [...]}
     metrics, records = hygiene.report(examples, leaks, dropped_leaked=0)
-    for line in hygiene.summary(metrics, records): log.info(line)
+    table = hygiene.function_table(examples)                 # one record per function: rows and calls per split
+    for line in hygiene.summary(metrics, records, "warn", table): log.info(line)
 
 An example is a formatted row (stages/format.py): prompt, completion, tools, target_calls,
 split, request, user, function_names, line, where. Pure: no I/O.
@@ -16,8 +17,10 @@ split, request, user, function_names, line, where. Pure: no I/O.
   enum, at any depth the schema describes (array items, object properties);
 - functions only in train / only in eval, and rows per function per split.
 
-`metrics` has flat, stable keys (counts); `records` lists every finding, one JSON object each
-(for data/formatted/hygiene.jsonl).
+`metrics` has flat, stable keys (counts) whose number does not grow with the data; `records` lists
+every finding, one JSON object each (for data/formatted/hygiene.jsonl); the per-function counts are a
+table of their own (`function_table`, metrics/format_per_function.json), since a tool set can have
+thousands of functions.
 """
 
 from __future__ import annotations
@@ -158,14 +161,27 @@ def report(examples: list[dict], leaks: dict[str, dict[str, list[int]]], dropped
         "functions_only_in_train": len(set(train_only) - {NO_CALL}),
         "functions_only_in_eval": len(set(eval_only) - {NO_CALL}),
     }
-    for split in SPLITS:
-        for name, count in sorted(rows_per_function[split].items()):
-            if name != NO_CALL:
-                metrics[f"{split}_rows_calling_{name}"] = count
     return metrics, records
 
 
-def summary(metrics: dict[str, Any], records: list[dict], on_leak: str, shown: int = 5) -> list[str]:
+def function_table(examples: list[dict]) -> list[dict[str, Any]]:
+    """One record per called function, sorted by name: `train_rows` / `eval_rows` (rows calling it at least
+    once) and `train_calls` / `eval_calls` (its calls, a row calling it twice counts twice); the same for any
+    other split the examples have (such as `validation`)."""
+    rows: dict[str, Counter] = defaultdict(Counter)
+    calls: dict[str, Counter] = defaultdict(Counter)
+    for ex in examples:
+        for name in ex["function_names"]:
+            calls[name][ex["split"]] += 1
+        for name in dict.fromkeys(ex["function_names"]):
+            rows[name][ex["split"]] += 1
+    splits = [*SPLITS, *sorted({ex["split"] for ex in examples} - set(SPLITS))]
+    return [{"function": name, **{f"{split}_rows": rows[name][split] for split in splits},
+             **{f"{split}_calls": calls[name][split] for split in splits}} for name in sorted(rows)]
+
+
+def summary(metrics: dict[str, Any], records: list[dict], on_leak: str, functions: list[dict] | None = None,
+            shown: int = 5) -> list[str]:
     """The report as a few readable log lines (every finding is in the records)."""
     def examples_of(check: str, render) -> str:
         found = [render(r) for r in records if r["check"] == check][:shown]
@@ -186,9 +202,8 @@ def summary(metrics: dict[str, Any], records: list[dict], on_leak: str, shown: i
     eval_only = [r["function"] for r in records if r["check"] == "function_only_in_eval"]
     lines.append(f"{len(train_only)} function(s) only in train{': ' + ', '.join(train_only[:20]) if train_only else ''}; "
                  f"{len(eval_only)} only in eval{': ' + ', '.join(eval_only[:20]) if eval_only else ''}")
-    per_function = sorted({k.split("_rows_calling_", 1)[1] for k in metrics if "_rows_calling_" in k})
-    table = ", ".join(f"{name} {metrics.get(f'train_rows_calling_{name}', 0)}/{metrics.get(f'eval_rows_calling_{name}', 0)}"
-                      for name in per_function[:30])
-    more = f" (and {len(per_function) - 30} more)" if len(per_function) > 30 else ""
-    lines.append(f"rows per function (train/eval): {table}{more}")
+    if functions:
+        table = ", ".join(f"{r['function']} {r['train_rows']}/{r['eval_rows']}" for r in functions[:30])
+        more = f" (and {len(functions) - 30} more)" if len(functions) > 30 else ""
+        lines.append(f"rows per function (train/eval): {table}{more}")
     return lines

@@ -3,6 +3,7 @@
     from pipeline.scoring import score_row, summarize
     row = score_row(target_calls, generated_text)   # RowScore: exact, normalized, ...
     metrics = summarize([row, ...])                  # {"exact_match": 0.8, ...}
+    hits = accuracy_hits([row, ...], "no_call_accuracy")  # the verdicts behind one accuracy (for intervals)
 
 The headline number is `exact_match`, the reference metric of FORMAT.md (the one
 published for Mobile Actions): the called function names equal the target names
@@ -12,6 +13,11 @@ flags as malformed (a truncated call, an unbalanced `<escape>`, stray function
 tokens, text after the calls) is never an exact match: an app cannot act on it.
 
 Finer metrics are reported beside it, never instead of it:
+- `exact_match_any_order`: the calls compared as a multiset of (name, arguments as strings), so parallel
+  calls in another order still match (the rule the Berkeley Function Calling Leaderboard uses for
+  parallel calls); malformed output never matches; never lower than exact_match;
+- `no_call_accuracy`: over rows whose target has no call, the share whose output has no call and is not
+  malformed (0 with `rows_expecting_none` = 0 when the data has no such rows);
 - `function_name_accuracy`: the called names equal the target names, in order;
 - `argument_precision` / `argument_recall` / `argument_f1`: over
   (function, key, value) triples, counted as multisets over all rows (micro);
@@ -22,6 +28,10 @@ Finer metrics are reported beside it, never instead of it:
   `spurious_call_rate` (a call where none was expected, over rows expecting none;
   0 when there are no such rows, see `rows_expecting_none`), `unparseable_rate`
   (output the parser flagged as malformed, over all rows).
+
+The accuracies (ACCURACIES) are shares of rows, each over its own rows (`accuracy_hits`): the eval
+stage gives each its row count and a 95% interval. Argument precision/recall/F1 count triples, and the
+rates count errors; neither is a share of rows answered right.
 
 Scoring never raises on model output: any text is scored, at worst as wrong.
 """
@@ -40,6 +50,8 @@ from typing import Any, Iterable
 from pipeline import functiongemma as fg
 
 NO_CALL = "(no call)"  # the confusion table's and per-function table's name for "no function"
+# Shares of rows answered right, each with the rows it is over (accuracy_hits); exact_match is the headline.
+ACCURACIES = ("exact_match", "exact_match_any_order", "normalized_match", "function_name_accuracy", "no_call_accuracy")
 
 _DATETIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})[t ]+(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:z|[+-]\d{2}:?\d{2})?")
 _STRIP = string.punctuation + string.whitespace
@@ -54,6 +66,7 @@ class RowScore:
     malformed: bool  # the parser could not read all of the output
     error: str  # the parser's short reason when malformed
     exact: bool  # FORMAT.md's reference metric
+    exact_any_order: bool  # the same calls as a multiset (parallel calls in any order), not malformed
     normalized: bool  # exact after value normalization
     names_match: bool  # the called names equal the target names, in order
     true_triples: int  # (function, key, value) triples both in target and output (multiset)
@@ -98,6 +111,10 @@ def _normalized_args(call: fg.Call) -> dict[str, str]:
     return {str(k): normalize_value(v) for k, v in call.arguments.items()}
 
 
+def _call_key(call: fg.Call) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return call.name, tuple(sorted(_string_args(call).items()))
+
+
 def _triples(calls: Iterable[fg.Call]) -> Counter:
     return Counter((c.name, str(k), as_string(v)) for c in calls for k, v in c.arguments.items())
 
@@ -119,6 +136,7 @@ def score_calls(target: Iterable[Any], predicted: Iterable[fg.Call], malformed: 
     names_match = [c.name for c in target] == [c.name for c in predicted]
     same_args = names_match and all(_string_args(t) == _string_args(p) for t, p in zip(target, predicted))
     same_normalized = names_match and all(_normalized_args(t) == _normalized_args(p) for t, p in zip(target, predicted))
+    same_multiset = Counter(map(_call_key, target)) == Counter(map(_call_key, predicted))
     want, got = _triples(target), _triples(predicted)
     return RowScore(
         target=target,
@@ -126,6 +144,7 @@ def score_calls(target: Iterable[Any], predicted: Iterable[fg.Call], malformed: 
         malformed=malformed,
         error=error,
         exact=same_args and not malformed,
+        exact_any_order=same_multiset and not malformed,
         normalized=same_normalized and not malformed,
         names_match=names_match,
         true_triples=sum((want & got).values()),
@@ -144,6 +163,22 @@ def _rate(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else 0.0
 
 
+def accuracy_hits(rows: list[RowScore], name: str) -> list[bool]:
+    """The per-row verdicts behind accuracy `name` (one of ACCURACIES), over the rows it counts:
+    every row, or for no_call_accuracy the rows whose target has no call."""
+    if name == "exact_match":
+        return [r.exact for r in rows]
+    if name == "exact_match_any_order":
+        return [r.exact_any_order for r in rows]
+    if name == "normalized_match":
+        return [r.normalized for r in rows]
+    if name == "function_name_accuracy":
+        return [r.names_match for r in rows]
+    if name == "no_call_accuracy":
+        return [not r.predicted and not r.malformed for r in rows if not r.target]
+    raise ValueError(f"unknown accuracy {name!r}: one of {', '.join(ACCURACIES)}")
+
+
 def summarize(rows: list[RowScore]) -> dict[str, float | int]:
     """Aggregate metrics over rows (flat keys, fractions in [0, 1])."""
     n = len(rows)
@@ -156,9 +191,7 @@ def summarize(rows: list[RowScore]) -> dict[str, float | int]:
     return {
         "rows": n,
         "rows_expecting_none": len(expecting_none),
-        "exact_match": _rate(sum(r.exact for r in rows), n),
-        "normalized_match": _rate(sum(r.normalized for r in rows), n),
-        "function_name_accuracy": _rate(sum(r.names_match for r in rows), n),
+        **{name: _rate(sum(hits), len(hits)) for name in ACCURACIES for hits in [accuracy_hits(rows, name)]},
         "argument_precision": precision,
         "argument_recall": recall,
         "argument_f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,

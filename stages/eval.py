@@ -17,10 +17,19 @@ spaced subset of them (`eval.base_limit`) with its own budget
   `base`, `rows_<model>`, and `<metric>_delta` = fine-tuned minus base on the rows
   both evaluated (`rows_paired`). `exact_match_*` is FORMAT.md's reference metric;
   the finer metrics sit beside it; throughput (`examples_per_s_*`,
-  `generated_tokens_per_s_*`) is generation time only.
-- `data/eval/predictions.jsonl`: one line per evaluated row and model (`id`, `model`,
-  raw text, parsed calls, verdicts): what convert_litertlm compares the phone model
-  with and what `make report` pairs across revisions, without generating again.
+  `generated_tokens_per_s_*`) is generation time only. Every accuracy
+  (pipeline.scoring.ACCURACIES: exact_match, exact_match_any_order, normalized_match,
+  function_name_accuracy, no_call_accuracy) comes with its rows and Wilson's 95%
+  interval: `<accuracy>_<model>_n`, `_ci_low`, `_ci_high`; its `_delta` with the
+  paired figures over the rows both models evaluated: `<accuracy>_delta_n`, Newcombe's
+  95% interval `_ci_low` / `_ci_high` and the exact McNemar `_p_value`
+  (pipeline/stats.py). no_call_accuracy is over the rows whose target has no call
+  (`_n` = 0 and the interval [0, 1] when the data has none).
+- `data/eval/predictions.jsonl`: one line per evaluated row and model (`id`, a digest
+  of prompt and target; `model`; raw text, parsed calls, the verdicts `exact`,
+  `exact_any_order`, `normalized`, `malformed`): what convert_litertlm compares the
+  phone model with and what `make report` pairs across revisions and experiments,
+  without generating again.
 - `metrics/eval_per_function.json`: exact match per target function, a list of
   records (`dvc plots show` draws it as a bar chart).
 - `metrics/eval_confusion.json`: (expected, called) function of each call of the
@@ -42,6 +51,7 @@ from typing import Any
 
 from pipeline import scoring
 from pipeline.common import run_main, run_record, write_json, write_jsonl
+from pipeline.stats import accuracy_figures, paired_difference
 from pipeline.examples import read_examples, select_rows
 from pipeline.generate import Generation, check_model_folder, generate, load_model
 from pipeline.params import EvalParams, load_params
@@ -49,9 +59,8 @@ from pipeline.params import EvalParams, load_params
 log = logging.getLogger("eval")
 
 MODELS = ("finetuned", "base")  # the order models are reported in
-DELTA_KEYS = (
-    "exact_match", "normalized_match", "function_name_accuracy", "argument_precision", "argument_recall",
-    "argument_f1", "missed_call_rate", "spurious_call_rate", "unparseable_rate",
+DELTA_KEYS = (  # the accuracies' deltas come with paired intervals (build_metrics); these get the plain difference
+    "argument_precision", "argument_recall", "argument_f1", "missed_call_rate", "spurious_call_rate", "unparseable_rate",
 )
 
 
@@ -95,23 +104,35 @@ def model_metrics(result: ModelResult) -> dict[str, float | int]:
 
 
 def build_metrics(results: dict[str, ModelResult]) -> dict[str, Any]:
-    """metrics/eval.json: `<metric>_<model>` for each model and, when both ran, `<metric>_delta`
-    = fine-tuned minus base over the rows both evaluated (`rows_paired`)."""
+    """metrics/eval.json: `<metric>_<model>` for each model (every accuracy with `_n`, `_ci_low`, `_ci_high`)
+    and, when both ran, `<metric>_delta` = fine-tuned minus base over the rows both evaluated
+    (`rows_paired`; every accuracy's with `_n`, `_ci_low`, `_ci_high`, `_p_value`). Accuracies first
+    (exact match leading), then the finer metrics: the order a reader of the file meets them in."""
     out: dict[str, Any] = {}
-    for name, result in results.items():
-        metrics = model_metrics(result)
-        out[f"rows_{name}"] = metrics.pop("rows")
-        out[f"rows_expecting_none_{name}"] = metrics.pop("rows_expecting_none")
-        out.update({f"{key}_{name}": value for key, value in metrics.items()})
+    rest: dict[str, Any] = {}
+    for name in [m for m in MODELS if m in results]:
+        scores = results[name].scores
+        for accuracy in scoring.ACCURACIES:
+            out.update(accuracy_figures(f"{accuracy}_{name}", scoring.accuracy_hits(scores, accuracy)))
+        metrics = model_metrics(results[name])
+        rest[f"rows_{name}"] = metrics.pop("rows")
+        rest[f"rows_expecting_none_{name}"] = metrics.pop("rows_expecting_none")
+        rest.update({f"{key}_{name}": value for key, value in metrics.items() if key not in scoring.ACCURACIES})
     if {"finetuned", "base"} <= results.keys():
         base = results["base"].score_of()
         tuned = results["finetuned"].score_of()
         paired = [i for i in results["base"].rows if i in tuned]
+        for accuracy in scoring.ACCURACIES:
+            change = paired_difference(scoring.accuracy_hits([base[i] for i in paired], accuracy),
+                                       scoring.accuracy_hits([tuned[i] for i in paired], accuracy))
+            out.update({f"{accuracy}_delta": change.difference, f"{accuracy}_delta_n": change.n,
+                        f"{accuracy}_delta_ci_low": change.ci_low, f"{accuracy}_delta_ci_high": change.ci_high,
+                        f"{accuracy}_delta_p_value": change.p_value})
         a = scoring.summarize([tuned[i] for i in paired])
         b = scoring.summarize([base[i] for i in paired])
-        out["rows_paired"] = len(paired)
-        out.update({f"{key}_delta": a[key] - b[key] for key in DELTA_KEYS})
-    return out
+        rest["rows_paired"] = len(paired)
+        rest.update({f"{key}_delta": a[key] - b[key] for key in DELTA_KEYS})
+    return {**out, **rest}
 
 
 def _model_view(result: ModelResult, i: int) -> dict[str, Any]:
@@ -120,6 +141,7 @@ def _model_view(result: ModelResult, i: int) -> dict[str, Any]:
         "raw": result.generation.texts[i],
         "calls": [{"name": c.name, "arguments": c.arguments} for c in score.predicted],
         "exact": score.exact,
+        "exact_any_order": score.exact_any_order,
         "normalized": score.normalized,
         "malformed": score.malformed,
         "error": score.error,
@@ -213,8 +235,10 @@ def main(argv: list[str] | None = None) -> None:
         log.info("generating with the %s model (%s)", name, paths[name])
         results[name] = evaluate_model(paths[name], rows, indices, budgets[name], params)
         summary = scoring.summarize(results[name].scores)
-        log.info("%s: exact match %.3f on %d rows, function names %.3f, argument F1 %.3f", name,
-                 summary["exact_match"], summary["rows"], summary["function_name_accuracy"], summary["argument_f1"])
+        exact = accuracy_figures("x", scoring.accuracy_hits(results[name].scores, "exact_match"))
+        log.info("%s: exact match %.3f (95%% interval %.3f-%.3f) on %d rows, in any order %.3f, function names %.3f, "
+                 "argument F1 %.3f", name, summary["exact_match"], exact["x_ci_low"], exact["x_ci_high"], summary["rows"],
+                 summary["exact_match_any_order"], summary["function_name_accuracy"], summary["argument_f1"])
         log.info("%s: called (columns) vs expected (rows) function\n%s", name,
                  scoring.format_confusion(scoring.confusion_table(results[name].scores)))
 

@@ -2,7 +2,8 @@
 
     dvc repro format
     python -m stages.format --params params.yaml --raw data/raw/dataset.jsonl --source data/raw/source.json \
-        --tokenizer models/base --out-dir data/formatted --metrics metrics/format.json
+        --tokenizer models/base --out-dir data/formatted --metrics metrics/format.json \
+        --per-function metrics/format_per_function.json --record metrics/record/format.json
     python -m stages.format --preview ROWS      # a .jsonl/.json/.parquet file or folder; no model needed
 
 Reads `format.*` and `data.schema`. Every stored row of `data/raw/dataset.jsonl` gets a verdict:
@@ -15,9 +16,13 @@ Writes `data/formatted/train.jsonl` and `eval.jsonl` (one example per line: prom
 tools, messages, target_calls, split, split_from, user, request, function_names, shape, line, where),
 `data/formatted/rejected.jsonl` (where and why every rejected row was dropped),
 `data/formatted/hygiene.jsonl` (every hygiene finding: duplicates, leaked requests, argument
-values that contradict their declared type or enum, functions only in one split) and
-`metrics/format.json` (flat counts: per split and per function, token lengths, rows over
-max_length, rejected rows, row shapes, how rows got their split, the hygiene counts).
+values that contradict their declared type or enum, functions only in one split),
+`metrics/format.json` (flat counts a reviewer compares, as many whatever the data: rows per split,
+rows over max_length, rows without a call or with several, rejected rows, row shapes, how rows got
+their split, the hygiene counts), `metrics/format_per_function.json` (rows and calls per function and
+split, one record per function: a plot, since a tool set can have thousands of functions) and
+`metrics/record/format.json` (not a metric: token-length distribution per split, the developer text
+xLAM rows got, tokenizer library versions).
 
 The split. A row that carries one (`metadata`: "train" or "eval") keeps it; a row from a file
 given per split (data.hub_split_files) takes its file's; every other row is split by the
@@ -44,7 +49,7 @@ from typing import Any, Iterable, Iterator
 
 from pipeline import functiongemma as fg
 from pipeline import hygiene, mobile_actions, row_files, rows
-from pipeline.common import UserError, read_json, run_main, write_json, write_jsonl
+from pipeline.common import UserError, package_versions, read_json, run_main, write_json, write_jsonl
 from pipeline.examples import select_rows
 from pipeline.params import PARAMS_FILE, FormatParams, load_params
 from pipeline.split import assign_splits
@@ -130,8 +135,6 @@ def source_metrics(examples: list[dict], rejected: list[dict], forced: int, para
     metrics["rows_split_by_rule"] = origins.get("rule", 0)
     metrics["rows_split_by_rule_eval"] = sum(ex["split_from"] == "rule" and ex["split"] == "eval" for ex in examples)
     metrics["requests_moved_to_eval_for_stratification"] = forced
-    metrics["eval_fraction"] = params.eval_fraction
-    metrics["xlam_developer_text"] = developer_text(params)
     return metrics
 
 
@@ -163,22 +166,28 @@ def length_stats(lengths: list[int], prefix: str) -> dict[str, float]:
     }
 
 
-def format_metrics(examples: list[dict], rejected: list[dict], lengths: list[int], completion_lengths: list[int],
-                   max_length: int) -> dict[str, Any]:
-    """Flat, stable keys for `dvc metrics show/diff`."""
-    metrics: dict[str, Any] = {"rows_rejected": len(rejected), "max_length": max_length}
+def format_metrics(examples: list[dict], rejected: list[dict], lengths: list[int], max_length: int) -> dict[str, Any]:
+    """Flat, stable keys for `dvc metrics show/diff`: counts, as many keys whatever the data."""
+    metrics: dict[str, Any] = {"rows_rejected": len(rejected)}
     for split in SPLITS:
         idx = [i for i, ex in enumerate(examples) if ex["split"] == split]
         metrics[f"{split}_rows"] = len(idx)
         metrics[f"{split}_rows_over_max_length"] = sum(lengths[i] > max_length for i in idx)
-        metrics.update(length_stats([lengths[i] for i in idx], split))
-        metrics.update(length_stats([completion_lengths[i] for i in idx], f"{split}_completion"))
-        calls = Counter(name for i in idx for name in examples[i]["function_names"])
         metrics[f"{split}_rows_without_call"] = sum(not examples[i]["function_names"] for i in idx)
         metrics[f"{split}_rows_multi_call"] = sum(len(examples[i]["function_names"]) > 1 for i in idx)
-        for name, count in sorted(calls.items()):
-            metrics[f"{split}_calls_{name}"] = count
     return metrics
+
+
+def format_record(examples: list[dict], lengths: list[int], completion_lengths: list[int],
+                  params: FormatParams) -> dict[str, Any]:
+    """metrics/record/format.json: what the run saw and used, not compared as metrics: token lengths per
+    split (prompt + completion, and the completion alone), the developer text xLAM rows got."""
+    record: dict[str, Any] = {"xlam_developer_text": developer_text(params)}
+    for split in [*SPLITS, *sorted({ex["split"] for ex in examples} - set(SPLITS))]:
+        idx = [i for i, ex in enumerate(examples) if ex["split"] == split]
+        record.update(length_stats([lengths[i] for i in idx], split))
+        record.update(length_stats([completion_lengths[i] for i in idx], f"{split}_completion"))
+    return record
 
 
 # ---------------------------------------------------------------- edge
@@ -263,10 +272,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokenizer", type=Path, help="the base model folder (its tokenizer counts tokens)")
     parser.add_argument("--out-dir", type=Path, help="where train.jsonl, eval.jsonl, rejected.jsonl, hygiene.jsonl go")
     parser.add_argument("--metrics", type=Path, help="metrics/format.json")
+    parser.add_argument("--per-function", type=Path, help="metrics/format_per_function.json (rows and calls per function)")
+    parser.add_argument("--record", type=Path, help="metrics/record/format.json (token lengths, developer text; not a metric)")
     args = parser.parse_args(argv)
     if args.preview:
         return preview(args.preview, args.params or PARAMS_FILE)
-    missing = [f"--{k.replace('_', '-')}" for k in ("params", "raw", "tokenizer", "out_dir", "metrics") if getattr(args, k) is None]
+    missing = [f"--{k.replace('_', '-')}" for k in ("params", "raw", "tokenizer", "out_dir", "metrics", "per_function", "record")
+               if getattr(args, k) is None]
     if missing:
         parser.error(f"the format stage needs {', '.join(missing)} (dvc.yaml's cmd passes them all)")
 
@@ -293,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     held_out = hold_out_validation(kept, params.validation_rows)
 
     lengths, completion_lengths = token_lengths(args.tokenizer, kept)
-    metrics = format_metrics(kept, rejected, lengths, completion_lengths, params.max_length)
+    metrics = format_metrics(kept, rejected, lengths, params.max_length)
+    functions = hygiene.function_table(kept)
     metrics.update(source_metrics(examples, rejected, forced, params))
     metrics.update(hygiene_metrics)
     metrics["validation_rows"] = held_out
@@ -306,11 +319,14 @@ def main(argv: list[str] | None = None) -> None:
     write_jsonl(args.out_dir / "rejected.jsonl", rejected)
     write_jsonl(args.out_dir / "hygiene.jsonl", findings)
     write_json(args.metrics, metrics)
+    write_json(args.per_function, functions)
+    write_json(args.record, {**format_record(kept, lengths, completion_lengths, params),
+                             **{f"version_{k}": v for k, v in package_versions("transformers", "tokenizers").items()}})
     log.info("rows: %d read, %d rejected; shapes: %s; split: %d from the data, %d from their file, %d by the rule "
              "(%d to eval, %d of them for stratification)", metrics["rows_read"], len(rejected),
              ", ".join(f"{s} {metrics[f'rows_shape_{s}']}" for s in rows.SHAPES), metrics["rows_split_from_data"],
              metrics["rows_split_from_file"], metrics["rows_split_by_rule"], metrics["rows_split_by_rule_eval"], forced)
-    for line in hygiene.summary(metrics, findings, params.on_leak):
+    for line in hygiene.summary(metrics, findings, params.on_leak, functions):
         log.info("hygiene: %s", line)
     if not metrics["eval_rows"]:
         log.warning("no eval rows: give some rows metadata 'eval' or set format.eval_fraction above 0")

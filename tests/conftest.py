@@ -94,14 +94,16 @@ def tiny_tokenizer(tiny_base):
 
 @pytest.fixture(scope="session")
 def formatted_sample(tmp_path_factory, tiny_base) -> Path:
-    """data/formatted/ for the committed sample (train.jsonl, eval.jsonl)."""
+    """data/formatted/ for the committed sample (train.jsonl, eval.jsonl; format.json, per_function.json and
+    record.json beside them)."""
     from stages import format as format_stage
 
     folder = _cache_dir(tmp_path_factory, "formatted")
     if not (folder / "eval.jsonl").exists():
         metrics = folder / "format.json"
         format_stage.main(["--params", str(ROOT / "params.yaml"), "--raw", str(SAMPLE), "--tokenizer", str(tiny_base),
-                           "--out-dir", str(folder), "--metrics", str(metrics)])
+                           "--out-dir", str(folder), "--metrics", str(metrics),
+                           "--per-function", str(folder / "per_function.json"), "--record", str(folder / "record.json")])
     return folder
 
 

@@ -97,6 +97,73 @@ def test_accuracy_guard_uses_the_demo_hyperparameters_for_both(base_train):
     differ = {k for k in notebook if notebook[k] != ours[k]}
     assert differ <= {"padding_free", "gradient_checkpointing", "attn_implementation", "skip_prompt_logits"}
     assert (notebook["padding_free"], notebook["gradient_checkpointing"], notebook["attn_implementation"]) == (False, True, "eager")
+    assert recipe_accuracy.recipe_values("ours", demo, 7)["seed"] == 7 and ours["seed"] == demo["seed"]
+
+
+def run_of(seed: int, exact: list[bool], **figures) -> dict:
+    """One recipe run as the child writes it (only what the comparison reads)."""
+    share = sum(exact) / len(exact)
+    return {"seed": seed, "exact": exact, "eval_lines": list(range(1, len(exact) + 1)), "exact_match": share,
+            "function_name_accuracy": figures.get("names", share), "argument_f1": share, "normalized_match": share,
+            "train_seconds": figures.get("seconds", 10.0)}
+
+
+def test_guard_compares_the_two_distributions_over_seeds():
+    runs = {"notebook": [run_of(42, [True, False, True, False], seconds=30.0), run_of(43, [True, True, False, False], seconds=34.0)],
+            "ours": [run_of(42, [True, True, True, False]), run_of(43, [True, True, True, False])]}
+    c = recipe_accuracy.compare_recipes(runs)
+    assert c["seeds"] == [42, 43] and c["rows"] == 4
+    assert c["notebook"]["exact_match"] == {"mean": 0.5, "sd": 0.0, "min": 0.5, "max": 0.5}
+    assert c["notebook"]["train_seconds"]["mean"] == 32.0 and c["notebook"]["train_seconds"]["sd"] == pytest.approx(2 ** 0.5 * 2)
+    # per row, the share of right runs: notebook 1, 1/2, 1/2, 0; ours 1, 1, 1, 0 (tests/test_stats.py works it by hand)
+    half = 1.959964 * (0.25 / 3) ** 0.5 / 2
+    assert c["difference"]["exact_match"] == pytest.approx(0.25)
+    assert (c["difference"]["ci_low"], c["difference"]["ci_high"]) == pytest.approx((0.25 - half, 0.25 + half), abs=1e-6)
+    assert [(s["seed"], s["fixed"], s["broken"], s["p_value"]) for s in c["per_seed"]] == [(42, 1, 0, 1.0), (43, 1, 0, 1.0)]
+    assert c["guard_holds"]
+    lines = recipe_accuracy.comparison_lines(c)
+    assert "| exact_match, mean of 2 | 50.0% | 75.0% | +25.0 points |" in lines
+    assert f"| exact_match, 95% interval over rows | | | [{100 * (0.25 - half):+.1f}, {100 * (0.25 + half):+.1f}] points |" in lines
+    assert "| train seconds, mean | 32 | 10 | 3.20x faster |" in lines
+    assert lines[-1] == "ours +25.0 points vs the notebook recipe (mean of 2 seed(s) each): the guard (ours at most 2 points below) holds"
+
+
+def test_guard_fails_three_points_below_and_warns_about_one_seed():
+    notebook = [run_of(42, [True] * 70 + [False] * 30)]
+    ours = [run_of(42, [True] * 67 + [False] * 33)]
+    c = recipe_accuracy.compare_recipes({"notebook": notebook, "ours": ours})
+    assert not c["guard_holds"] and c["notebook"]["exact_match"]["sd"] == 0.0
+    assert recipe_accuracy.comparison_lines(c)[-1] == (
+        "ours -3.0 points vs the notebook recipe (mean of 1 seed(s) each): the guard (ours at most 2 points below) FAILS; "
+        "one seed per recipe says nothing of run-to-run noise: use --seeds 3")
+    with pytest.raises(ValueError, match="the same seeds"):
+        recipe_accuracy.compare_recipes({"notebook": notebook, "ours": [run_of(43, [True] * 100)]})
+    with pytest.raises(ValueError, match="the same rows"):
+        recipe_accuracy.compare_recipes({"notebook": notebook, "ours": [run_of(42, [True] * 99)]})
+
+
+def test_guard_trains_each_recipe_once_per_seed_alternating(tiny_base, formatted_sample, tmp_path, monkeypatch, capsys):
+    """main() with the child runs replaced: which runs it asks for, and what it prints and writes from them."""
+    asked = []
+
+    def fake_child(script, spec):
+        asked.append((spec["recipe"], spec["train"]["seed"], spec["eval_rows"]))
+        right = [True] * 3 + [False] * 1 if spec["recipe"] == "ours" else [True] * 2 + [False] * 2
+        return {**run_of(spec["train"]["seed"], right), "rows": 4, "eval_seconds": 1.0, "losses": [2.0, 1.5]}
+
+    monkeypatch.setattr(recipe_accuracy, "run_in_child", fake_child)
+    out = tmp_path / "guard.json"
+    recipe_accuracy.main(["--base", str(tiny_base), "--data-dir", str(formatted_sample), "--eval-rows", "4",
+                          "--seeds", "3", "--json", str(out)])
+    assert asked == [("notebook", 42, 4), ("ours", 42, 4), ("notebook", 43, 4), ("ours", 43, 4), ("notebook", 44, 4),
+                     ("ours", 44, 4)]
+    written = json.loads(out.read_text())
+    assert [r["seed"] for r in written["runs"]["ours"]] == [42, 43, 44]
+    assert written["comparison"]["difference"]["exact_match"] == pytest.approx(0.25)
+    printed = capsys.readouterr().out
+    assert "| exact_match, mean of 3 | 50.0% | 75.0% | +25.0 points |" in printed
+    assert "seed 44: notebook 50.0%, ours 75.0%: 1 rows fixed, 0 broken" in printed
+    assert "(mean of 3 seed(s) each): the guard (ours at most 2 points below) holds" in printed
 
 
 def test_accuracy_guard_runs_end_to_end(tiny_base, formatted_sample, tmp_path, capsys):
@@ -104,11 +171,41 @@ def test_accuracy_guard_runs_end_to_end(tiny_base, formatted_sample, tmp_path, c
     recipe_accuracy.main(["--base", str(tiny_base), "--data-dir", str(formatted_sample), "--eval-rows", "2",
                           "--max-steps", "2", "--json", str(out)])
     results = json.loads(out.read_text())
-    assert set(results) == {"notebook", "ours"}
-    assert all(r["rows"] == 2 and len(r["losses"]) == 2 for r in results.values())
+    (notebook,), (ours,) = results["runs"]["notebook"], results["runs"]["ours"]
+    assert notebook["seed"] == ours["seed"] == 42
+    assert all(r["rows"] == 2 and len(r["losses"]) == 2 and len(r["exact"]) == 2 for r in (notebook, ours))
     # LoRA dropout draws different masks for padded and padding-free tensors: close, not equal
-    assert results["ours"]["losses"] == pytest.approx(results["notebook"]["losses"], rel=2e-2)
-    assert "the guard (ours at most 2 points below)" in capsys.readouterr().out
+    assert ours["losses"] == pytest.approx(notebook["losses"], rel=2e-2)
+    assert results["comparison"]["rows"] == 2 and len(results["comparison"]["per_seed"]) == 1
+    assert "one seed per recipe says nothing of run-to-run noise: use --seeds 3" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_accuracy_guard_runs_end_to_end_with_two_seeds(tiny_base, formatted_sample, tmp_path, capsys):
+    """Four real tiny trainings (about 3 minutes on 2 cores): another seed trains another model."""
+    out = tmp_path / "guard.json"
+    recipe_accuracy.main(["--base", str(tiny_base), "--data-dir", str(formatted_sample), "--eval-rows", "2",
+                          "--max-steps", "2", "--seeds", "2", "--json", str(out)])
+    results = json.loads(out.read_text())
+    runs = results["runs"]
+    assert {recipe: [r["seed"] for r in recipe_runs] for recipe, recipe_runs in runs.items()} == {
+        "notebook": [42, 43], "ours": [42, 43]}
+    assert all(r["rows"] == 2 and len(r["losses"]) == 2 and len(r["exact"]) == 2 for rs in runs.values() for r in rs)
+    for a, b in zip(runs["notebook"], runs["ours"]):
+        # LoRA dropout draws different masks for padded and padding-free tensors: close, not equal
+        assert b["losses"] == pytest.approx(a["losses"], rel=2e-2)
+    assert runs["ours"][0]["losses"] != pytest.approx(runs["ours"][1]["losses"], rel=1e-3)  # another seed, another run
+    assert results["comparison"]["seeds"] == [42, 43] and results["comparison"]["rows"] == 2
+    printed = capsys.readouterr().out
+    assert "| exact_match, mean of 2 |" in printed and "seed 43: notebook" in printed
+    assert "the guard (ours at most 2 points below)" in printed
+
+
+def test_accuracy_guard_needs_a_seed():
+    from pipeline.common import UserError
+
+    with pytest.raises(UserError, match="--seeds 0: train each recipe at least once"):
+        recipe_accuracy.main(["--seeds", "0"])
 
 
 def test_flop_counts_match_the_270m_parameters_and_the_matmul_rate_is_measured():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from pipeline.common import UserError, read_json
 from pipeline.examples import example_id
 from pipeline.params import parse_section
 from pipeline.generate import Generation
+from pipeline.stats import Z95, paired_difference, wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,10 +69,55 @@ def test_metrics_are_flat_per_model_with_deltas():
     assert metrics["missed_call_rate_delta"] == pytest.approx(1 / 3 - 1)
     assert metrics["examples_per_s_finetuned"] == pytest.approx(1.5)  # 3 rows in 2 s
     assert metrics["generated_tokens_per_s_base"] == pytest.approx(4.5)  # 9 tokens in 2 s
-    assert all(isinstance(v, (int, float)) and "." not in k for k, v in metrics.items())
-    expected_models = {"finetuned", "base", "delta", "paired"}
-    for key in metrics:
-        assert key.rsplit("_", 1)[1] in expected_models, key
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) and "." not in k for k, v in metrics.items())
+    # every key is <metric>_<model> or <metric>_delta, an accuracy's with its n / interval / p-value suffix
+    shape = re.compile(r"(rows_paired|[a-z0-9_]+?_(finetuned|base)(_n|_ci_low|_ci_high)?"
+                       r"|[a-z0-9_]+?_delta(_n|_ci_low|_ci_high|_p_value)?)")
+    assert [k for k in metrics if not shape.fullmatch(k)] == []
+    assert list(metrics)[:4] == ["exact_match_finetuned", "exact_match_finetuned_n", "exact_match_finetuned_ci_low",
+                                 "exact_match_finetuned_ci_high"]  # the headline leads the file
+
+
+def test_every_accuracy_has_its_rows_and_interval_and_the_delta_a_paired_one():
+    rows = rows_with_targets()
+    right = [completion(*r["target_calls"]) for r in rows]
+    results = results_for(rows, {"finetuned": [right[0], right[1], "Sure!<end_of_turn>"], "base": ["x", right[1], "z"]})
+    metrics = eval_stage.build_metrics(results)
+    for accuracy in scoring.ACCURACIES:
+        for model in ("finetuned", "base"):
+            assert {f"{accuracy}_{model}{s}" for s in ("", "_n", "_ci_low", "_ci_high")} <= metrics.keys()
+        assert {f"{accuracy}_delta{s}" for s in ("", "_n", "_ci_low", "_ci_high", "_p_value")} <= metrics.keys()
+    # 2 of 3 right: Wilson's interval of 2/3; the base 1 of 3
+    assert metrics["exact_match_finetuned_n"] == 3
+    assert (metrics["exact_match_finetuned_ci_low"], metrics["exact_match_finetuned_ci_high"]) == wilson_interval(2, 3)
+    assert (metrics["exact_match_base_ci_low"], metrics["exact_match_base_ci_high"]) == wilson_interval(1, 3)
+    # row 1 right for both, row 0 fixed by fine-tuning, row 2 wrong for both: 1 fixed, 0 broken
+    change = paired_difference([False, True, False], [True, True, False])
+    assert metrics["exact_match_delta"] == pytest.approx(1 / 3) and metrics["exact_match_delta_n"] == 3
+    assert (metrics["exact_match_delta_ci_low"], metrics["exact_match_delta_ci_high"]) == (change.ci_low, change.ci_high)
+    assert metrics["exact_match_delta_p_value"] == 1.0  # one discordant row proves nothing
+    # these rows all expect a call: no-call accuracy is over none of them, and says so
+    assert metrics["no_call_accuracy_finetuned_n"] == 0 and metrics["rows_expecting_none_finetuned"] == 0
+    assert (metrics["no_call_accuracy_finetuned_ci_low"], metrics["no_call_accuracy_finetuned_ci_high"]) == (0.0, 1.0)
+
+
+def test_no_call_rows_and_parallel_calls_in_another_order():
+    email = {"name": "send_email", "arguments": {"to": "a@b.c", "subject": "Hi"}}
+    light = {"name": "turn_on_flashlight", "arguments": {}}
+    rows = [{"prompt": "<bos>p0", "target_calls": [email, light], "_line": 1, "id": "a"},
+            {"prompt": "<bos>p1", "target_calls": [], "_line": 2, "id": "b"},
+            {"prompt": "<bos>p2", "target_calls": [], "_line": 3, "id": "c"}]
+    texts = {"finetuned": [completion(light, email), "No can do.<end_of_turn>", completion(light)],
+             "base": [completion(email, light), completion(light), "Nope.<end_of_turn>"]}
+    metrics = eval_stage.build_metrics(results_for(rows, texts))
+    assert metrics["exact_match_finetuned"] == pytest.approx(1 / 3)  # the two calls in the other order do not count
+    assert metrics["exact_match_any_order_finetuned"] == pytest.approx(2 / 3)  # they do here
+    assert metrics["exact_match_any_order_base"] == pytest.approx(2 / 3)
+    assert metrics["no_call_accuracy_finetuned"] == 0.5 and metrics["no_call_accuracy_finetuned_n"] == 2
+    assert metrics["no_call_accuracy_delta"] == 0.0 and metrics["no_call_accuracy_delta_n"] == 2
+    records = eval_stage.prediction_records(rows, results_for(rows, texts))
+    assert [(r["model"], r["exact"], r["exact_any_order"]) for r in records[:3]] == [
+        ("finetuned", False, True), ("finetuned", True, True), ("finetuned", False, False)]
 
 
 def test_metrics_without_base_have_no_deltas():
@@ -83,7 +130,8 @@ def test_base_on_a_subset_pairs_the_delta_over_the_shared_rows():
     rows = rows_with_targets()
     right = [completion(*r["target_calls"]) for r in rows]
     params = parse_section("eval", {"batch_size": 2, "max_new_tokens": 8, "limit": 0, "compare_base": True,
-                                     "base_limit": 2, "base_max_new_tokens": 4, "precision": "auto", "prefill_batch": 0})
+                                     "base_limit": 2, "base_max_new_tokens": 4, "precision": "auto", "prefill_batch": 0,
+                                     "split": "eval"})
     plan = eval_stage.model_rows(len(rows), params)
     assert plan == {"finetuned": [0, 1, 2], "base": [0, 1]}  # evenly spaced: rows 0 and 1 of 3
     tuned = eval_stage.ModelResult([0, 1, 2], gen([right[0], "x", right[2]]),
@@ -94,6 +142,7 @@ def test_base_on_a_subset_pairs_the_delta_over_the_shared_rows():
     assert (metrics["rows_finetuned"], metrics["rows_base"], metrics["rows_paired"]) == (3, 2, 2)
     assert metrics["exact_match_finetuned"] == pytest.approx(2 / 3) and metrics["exact_match_base"] == 0.5
     assert metrics["exact_match_delta"] == 0.0  # on rows 0 and 1 both got one right
+    assert metrics["exact_match_delta_n"] == 2 and metrics["exact_match_finetuned_n"] == 3
     records = eval_stage.prediction_records(rows, {"finetuned": tuned, "base": base})
     assert [(r["model"], r["eval_line"]) for r in records] == [("finetuned", 1), ("finetuned", 2), ("finetuned", 3),
                                                                ("base", 1), ("base", 2)]
@@ -115,8 +164,8 @@ def test_mismatches_hold_every_wrong_row_with_both_models():
     assert record["eval_line"] == 2 and record["source_line"] == 12 and record["user"] == "light on"
     assert record["target_calls"] == [{"name": "turn_on_flashlight", "arguments": {}}]
     assert record["finetuned"]["raw"] == broken and record["finetuned"]["malformed"] and record["finetuned"]["calls"] == []
-    assert record["base"] == {"raw": "x", "calls": [], "exact": False, "normalized": False, "malformed": False,
-                              "error": "", "stopped": True}
+    assert record["base"] == {"raw": "x", "calls": [], "exact": False, "exact_any_order": False, "normalized": False,
+                              "malformed": False, "error": "", "stopped": True}
 
 
 def test_confusion_records_are_one_per_aligned_call():
@@ -193,6 +242,11 @@ def test_stage_scores_what_the_models_generate(tmp_path, formatted_sample, monke
     assert metrics["exact_match_finetuned"] == 1.0 and metrics["argument_f1_finetuned"] == 1.0
     assert metrics["exact_match_base"] == 0.0 and metrics["missed_call_rate_base"] == 1.0
     assert metrics["exact_match_delta"] == 1.0
+    n = len(rows)  # all right: Wilson's lower bound is n / (n + z^2); all wrong: its upper z^2 / (n + z^2)
+    assert metrics["exact_match_finetuned_ci_low"] == pytest.approx(n / (n + Z95**2))
+    assert metrics["exact_match_base_ci_high"] == pytest.approx(Z95**2 / (n + Z95**2))
+    assert metrics["exact_match_delta_ci_low"] > 0.9 and metrics["exact_match_delta_p_value"] < 1e-30
+    assert metrics["exact_match_any_order_finetuned"] == 1.0 and metrics["no_call_accuracy_finetuned_n"] == 0
     assert (tmp_path / "metrics" / "eval_mismatches.jsonl").read_text() == ""
     predictions = [json.loads(line) for line in (tmp_path / "metrics" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 2 * len(rows)
@@ -275,6 +329,8 @@ def test_dvc_renders_the_plots_and_diffs_the_metrics(tmp_path):
     diff = run(*dvc, "metrics", "diff", "--md")
     line = next(l for l in diff.splitlines() if "| exact_match_finetuned " in l)
     assert [c.strip() for c in line.strip("|").split("|")][2:] == ["0.0", "0.66667", "0.66667"]
+    low = next(l for l in diff.splitlines() if "| exact_match_finetuned_ci_low " in l)
+    assert [c.strip() for c in low.strip("|").split("|")][2:4] == ["0.0", f"{wilson_interval(2, 3)[0]:.5f}"]
     plots = json.loads(run(*dvc, "plots", "show", "--json"))["data"]
     bars = plots["metrics/eval_per_function.json"][0]
     spec = bars["content"]
@@ -287,8 +343,6 @@ def test_dvc_renders_the_plots_and_diffs_the_metrics(tmp_path):
     pairs = {(d["expected"], d["called"]) for d in confusion["data"]["values"]}
     assert pairs == {("send_email", "send_email"), ("turn_on_flashlight", "turn_on_flashlight"),
                      ("turn_on_flashlight", scoring.NO_CALL)}
-    run(*dvc, "plots", "show", "-o", str(tmp_path / "html"))
-    assert (tmp_path / "html" / "index.html").stat().st_size > 1000
 
 
 def test_compare_base_false_evaluates_only_the_finetuned_model(tmp_path, formatted_sample, monkeypatch):

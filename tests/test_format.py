@@ -83,7 +83,8 @@ def test_errors_name_line_numbers_and_stop(tmp_path, tiny_base):
     raw = write_rows(tmp_path / "rows.jsonl", [rows[0], "{broken json", with_call(rows[1], "nope", {}), rows[2]])
     with pytest.raises(UserError) as err:
         format_stage.main(["--params", str(ROOT / "params.yaml"), "--raw", str(raw), "--tokenizer", str(tiny_base),
-                           "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")])
+                           "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json"),
+                           "--per-function", str(tmp_path / "f.json"), "--record", str(tmp_path / "r.json")])
     message = str(err.value)
     assert "2 invalid row(s)" in message and "line 2: invalid JSON" in message and "line 3: calls undeclared tool" in message
     assert "format.on_invalid: skip" in message
@@ -93,7 +94,8 @@ def test_errors_name_line_numbers_and_stop(tmp_path, tiny_base):
 def test_validation_rows_are_held_out_of_train_evenly_spaced(tmp_path, tiny_base, params_with):
     params = params_with({"format.validation_rows": 50})
     format_stage.main(["--params", str(params), "--raw", str(SAMPLE), "--tokenizer", str(tiny_base),
-                       "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")])
+                       "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json"),
+                       "--per-function", str(tmp_path / "f.json"), "--record", str(tmp_path / "r.json")])
     read = lambda split: [r for _, r, _ in read_jsonl(tmp_path / "out" / f"{split}.jsonl")]  # noqa: E731
     train, validation, held = read("train"), read("validation"), read("eval")
     raw = [r for _, r, _ in read_jsonl(SAMPLE)]
@@ -104,9 +106,14 @@ def test_validation_rows_are_held_out_of_train_evenly_spaced(tmp_path, tiny_base
     assert lines == sorted(lines) and lines[-1] - lines[0] > 500  # spread over the train rows, not a prefix
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["validation_rows"] == 50 and metrics["train_rows"] == len(train)
+    # the per-function table and the length record count the validation split too
+    functions = json.loads((tmp_path / "f.json").read_text())
+    assert sum(r["validation_rows"] for r in functions) >= 50
+    assert json.loads((tmp_path / "r.json").read_text())["validation_tokens_max"] > 0
     with pytest.raises(UserError, match="format.validation_rows 600 would leave no train rows"):
         format_stage.main(["--params", str(params_with({"format.validation_rows": 600}, "all.yaml")), "--raw", str(SAMPLE),
-                           "--tokenizer", str(tiny_base), "--out-dir", str(tmp_path / "o2"), "--metrics", str(tmp_path / "m2.json")])
+                           "--tokenizer", str(tiny_base), "--out-dir", str(tmp_path / "o2"), "--metrics", str(tmp_path / "m2.json"),
+                           "--per-function", str(tmp_path / "f2.json"), "--record", str(tmp_path / "r2.json")])
 
 
 def test_skip_drops_and_counts(tmp_path, tiny_base):
@@ -115,7 +122,8 @@ def test_skip_drops_and_counts(tmp_path, tiny_base):
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text().replace("on_invalid: error ", "on_invalid: skip  "))
     format_stage.main(["--params", str(params), "--raw", str(raw), "--tokenizer", str(tiny_base),
-                       "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")])
+                       "--out-dir", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json"),
+                           "--per-function", str(tmp_path / "f.json"), "--record", str(tmp_path / "r.json")])
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["rows_rejected"] == 1 and metrics["train_rows"] == 2 and metrics["eval_rows"] == 1
     rejected = [r for _, r, _ in read_jsonl(tmp_path / "out" / "rejected.jsonl")]
@@ -140,7 +148,13 @@ def test_formatted_sample_matches_the_renderer_and_counts(formatted_sample):
         assert ex["user"] and ex["user"] in ex["prompt"]
     metrics = json.loads((formatted_sample / "format.json").read_text())
     assert metrics["train_rows"] == len(train) and metrics["rows_rejected"] == 0
-    assert 500 < metrics["train_tokens_median"] < 700  # seven tools in every prompt
+    record = json.loads((formatted_sample / "record.json").read_text())
+    assert 500 < record["train_tokens_median"] < 700  # seven tools in every prompt
+    assert record["train_tokens_min"] <= record["train_tokens_p95"] <= record["train_tokens_max"] <= 997
+    functions = json.loads((formatted_sample / "per_function.json").read_text())
+    assert [r["function"] for r in functions] == sorted(r["function"] for r in functions) and len(functions) == 7
+    assert sum(r["eval_rows"] for r in functions) >= len(evals)  # a multi-call row counts for each of its functions
+    assert sum(r["train_calls"] for r in functions) == sum(len(ex["target_calls"]) for ex in train)
 
 
 def test_tokenized_example_has_exactly_one_bos(formatted_sample, tiny_base):
@@ -188,9 +202,12 @@ def test_preview_reports_bad_rows(tmp_path):
 def run_format(tmp_path, raw: Path, tiny_base, params: Path | None = None, source: Path | None = None) -> dict:
     out = tmp_path / "out"
     argv = ["--params", str(params or ROOT / "params.yaml"), "--raw", str(raw), "--tokenizer", str(tiny_base),
-            "--out-dir", str(out), "--metrics", str(tmp_path / "format.json")]
+            "--out-dir", str(out), "--metrics", str(tmp_path / "format.json"),
+            "--per-function", str(tmp_path / "per_function.json"), "--record", str(tmp_path / "record.json")]
     format_stage.main(argv + (["--source", str(source)] if source else []))
     return {"metrics": json.loads((tmp_path / "format.json").read_text()),
+            "functions": {r["function"]: r for r in json.loads((tmp_path / "per_function.json").read_text())},
+            "record": json.loads((tmp_path / "record.json").read_text()),
             **{name: [r for _, r, _ in read_jsonl(out / f"{name}.jsonl")] for name in ("train", "eval", "rejected", "hygiene")}}
 
 
@@ -242,7 +259,7 @@ def test_mixed_folder_through_fetch_and_format(tmp_path, mixed_folder, tiny_base
     assert m["train_rows"] + m["eval_rows"] == 22 and m["eval_rows"] >= 4
     assert (m["rows_split_from_data"], m["rows_split_by_rule"]) == (5, 17)
     assert (m["duplicate_rows"], m["leaked_requests"], m["type_mismatches"], m["rows_with_type_mismatch"]) == (1, 1, 2, 2)
-    assert m["xlam_developer_text"] == "You are a model that can do function calling with the following functions"
+    assert got["record"]["xlam_developer_text"] == "You are a model that can do function calling with the following functions"
     assert got["rejected"] == [{"line": got["rejected"][0]["line"], "where": mixed_folder["rejected_where"], "shape": "xlam",
                                 "reasons": ["calls undeclared tool 'open_door'"]}]
     checks = {}
@@ -255,8 +272,12 @@ def test_mixed_folder_through_fetch_and_format(tmp_path, mixed_folder, tiny_base
     assert checks["leak"][0]["eval"] == [f"{folder}/mobile_actions.jsonl line 3"]
     assert sorted((r["where"], r["argument"], r["declared"]) for r in checks["type_mismatch"]) == [
         (f"{folder}/openai.jsonl line 3", "unit", "enum"), (f"{folder}/xlam.jsonl line 3", "temperature", "INTEGER")]
-    for name in ("turn_on_light", "set_thermostat", "play_music"):  # stratified: every function is in eval
-        assert m[f"eval_rows_calling_{name}"] >= 1 and m[f"train_rows_calling_{name}"] >= 1
+    assert set(got["functions"]) == {"turn_on_light", "set_thermostat", "play_music"}
+    for row in got["functions"].values():  # stratified: every function is in eval
+        assert row["eval_rows"] >= 1 and row["train_rows"] >= 1
+    assert sum(r["train_rows"] + r["eval_rows"] for r in got["functions"].values()) == 22 + 1  # 22 rows, one calls two functions
+    # the metrics keys do not depend on the data: no function names, no token lengths, no params
+    assert not [k for k in m if any(n in k for n in got["functions"]) or "tokens" in k or k in ("max_length", "eval_fraction")]
     examples = got["train"] + got["eval"]
     expected_places = set()
     for path in sorted(folder.iterdir()):
@@ -295,10 +316,11 @@ def test_on_leak_error_and_drop_from_train(tmp_path, row_builders, row_writer, t
     assert (warned["leaked_requests"], warned["train_rows_dropped_leaked"], warned["train_rows"]) == (1, 0, 2)
 
 
-def test_xlam_developer_text_param_and_its_metric(tmp_path, own_rows, row_writer, tiny_base, params_with):
+def test_xlam_developer_text_param_and_its_record(tmp_path, own_rows, row_writer, tiny_base, params_with):
     raw = row_writer(tmp_path / "rows.jsonl", own_rows["xlam"])
     got = run_format(tmp_path, raw, tiny_base, params_with({"format.xlam_developer_text": "Pick a smart-home function."}))
-    assert got["metrics"]["xlam_developer_text"] == "Pick a smart-home function."
+    assert got["record"]["xlam_developer_text"] == "Pick a smart-home function."
+    assert "xlam_developer_text" not in got["metrics"]  # a string is not a figure to compare
     assert all(ex["prompt"].startswith("<bos><start_of_turn>developer\nPick a smart-home function.<start_function_declaration>")
                for ex in got["train"] + got["eval"])
     assert got["metrics"]["rows_shape_xlam"] == 6
@@ -313,7 +335,7 @@ def test_rows_without_metadata_are_split_stably_when_rows_are_appended(tmp_path,
     before = {ex["line"]: ex["split"] for ex in first["train"] + first["eval"]}
     assert set(before.values()) == {"train", "eval"} and first["metrics"]["rows_split_by_rule"] == 30
     for name, _ in functions:  # stratified
-        assert first["metrics"][f"eval_rows_calling_{name}"] >= 1
+        assert first["functions"][name]["eval_rows"] >= 1
     with open(raw, "a", encoding="utf-8") as f:  # more rows appended, among them repeats of earlier requests
         f.writelines(json.dumps(r) + "\n" for r in rows[30:] + rows[:5])
     second = run_format(tmp_path, raw, tiny_base)
@@ -429,7 +451,8 @@ def test_any_input_gets_a_verdict_per_line_and_valid_rows_are_formatted(tiny_bas
         with contextlib.redirect_stderr(stderr):
             try:
                 run_main(format_stage.main, ["--params", str(params), "--raw", str(raw), "--tokenizer", str(tiny_base),
-                                             "--out-dir", str(tmp / "out"), "--metrics", str(tmp / "m.json")])
+                                             "--out-dir", str(tmp / "out"), "--metrics", str(tmp / "m.json"),
+                                             "--per-function", str(tmp / "f.json"), "--record", str(tmp / "r.json")])
             except SystemExit as exit_:
                 code = exit_.code
         assert code in (0, 2) and "Traceback" not in stderr.getvalue()
@@ -446,3 +469,24 @@ def test_any_input_gets_a_verdict_per_line_and_valid_rows_are_formatted(tiny_bas
         rejected = [r["line"] for r in records]
         assert set(planted) <= set(formatted)  # every valid row still formatted
         assert not set(formatted) & set(rejected) and set(formatted) | set(rejected) == nonblank  # one verdict a line
+
+
+def test_dvc_yaml_declares_what_the_format_stage_writes(formatted_sample):
+    """Each output flag of the format cmd is declared once, as a metric, a plot or an out (cache: false for the small
+    git-tracked files), and the per-function plot's axes are fields of the records the stage writes."""
+    import shlex
+
+    import yaml
+
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["format"]
+    argv = shlex.split(stage["cmd"])
+    flags = dict(zip(argv[3::2], argv[4::2]))
+    declared = {key: {next(iter(o)) if isinstance(o, dict) else o: (o[next(iter(o))] if isinstance(o, dict) else {})
+                      for o in stage.get(key, [])} for key in ("metrics", "plots", "outs")}
+    assert set(declared["metrics"]) == {flags["--metrics"]}
+    assert set(declared["plots"]) == {flags["--per-function"]}
+    assert set(declared["outs"]) == {flags["--out-dir"], flags["--record"]}
+    assert declared["outs"][flags["--record"]]["cache"] is False and declared["metrics"][flags["--metrics"]]["cache"] is False
+    plot = declared["plots"][flags["--per-function"]]
+    records = json.loads((formatted_sample / "per_function.json").read_text())
+    assert {plot["x"], plot["y"]} <= set(records[0]) and plot["template"] == "bar_horizontal"

@@ -63,14 +63,16 @@ def test_report_counts_every_planted_problem():
         "duplicate_rows": 1, "leaked_requests": 1, "leaked_train_rows": 2, "leaked_eval_rows": 1,
         "type_mismatches": 1, "rows_with_type_mismatch": 1, "functions": 2,
         "functions_only_in_train": 0, "functions_only_in_eval": 1}
-    assert metrics["train_rows_calling_set_alarm"] == 3 and metrics["eval_rows_calling_set_alarm"] == 1
-    assert metrics["eval_rows_calling_stop_alarm"] == 1 and "train_rows_calling_stop_alarm" not in metrics
+    assert not [k for k in metrics if "alarm" in k]  # no key per function: the table has them
+    table = hygiene.function_table(examples)
+    assert table == [{"function": "set_alarm", "train_rows": 3, "eval_rows": 1, "train_calls": 3, "eval_calls": 1},
+                     {"function": "stop_alarm", "train_rows": 0, "eval_rows": 1, "train_calls": 0, "eval_calls": 1}]
     checks = {r["check"]: r for r in records}
     assert checks["duplicate"]["where"] == "b.json row index 0" and checks["duplicate"]["same_as"] == "a.jsonl line 1"
     assert checks["leak"]["train"] == ["a.jsonl line 1", "b.json row index 0"] and checks["leak"]["eval"] == ["c.parquet row index 3"]
     assert checks["type_mismatch"]["where"] == "a.jsonl line 2" and checks["type_mismatch"]["value"] == "8"
     assert checks["function_only_in_eval"] == {"check": "function_only_in_eval", "function": "stop_alarm", "rows": 1}
-    lines = hygiene.summary(metrics, records, "warn")
+    lines = hygiene.summary(metrics, records, "warn", table)
     assert lines[0].startswith("1 exact duplicate row(s); e.g. b.json row index 0 = a.jsonl line 1")
     assert "1 user request(s) in both train and eval (format.on_leak: warn)" in lines[1]
     assert "a.jsonl line 2: set_alarm.hour = '8' (string where INTEGER is declared)" in lines[2]

@@ -90,7 +90,7 @@ def test_each_cpu_bench_target_runs_from_the_repository_root(tmp_path, tiny_base
     assert "| ours |" in out and "share of the matmul rate" in out and "matmul rate measured now: fp32" in out
     out = shell('make bench-eval BENCH_ARGS="--examples 2 --max-new-tokens 4 --variants prefill8"', repo)
     assert "notebook way: pipeline('text-generation')" in out and "| prefill8: 8 prompts prefilled together |" in out
-    out = shell('make bench-accuracy BENCH_ARGS="--max-steps 2 --eval-rows 2"', repo, timeout=1200)
-    assert "| exact_match |" in out
+    out = shell('make bench-accuracy SEEDS=1 BENCH_ARGS="--max-steps 2 --eval-rows 2"', repo, timeout=1200)
+    assert "| exact_match, mean of 1 |" in out and "notebook, seed 42:" in out
     out = shell('make bench-quant BENCH_ARGS="--recipes none --limit 2"', repo)
     assert "| none |" in out and "PyTorch (the eval stage's answers)" in out

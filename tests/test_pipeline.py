@@ -36,7 +36,14 @@ def test_repro_fetch_format_then_nothing_changes(tmp_path):
     out = run(DVC + ["repro", "format"], repo)
     assert "Running stage 'format'" in out and "Running stage 'fetch'" not in out
     metrics = json.loads((repo / "metrics/format.json").read_text())
-    assert metrics["max_length"] == 600 and metrics["train_rows_over_max_length"] > 0
+    assert metrics["train_rows_over_max_length"] > 0
+    # max_length is a param (dvc params diff shows it), token lengths are the record's, not metrics
+    shown = run(DVC + ["metrics", "show", "--md"], repo, stdout_only=True)
+    columns = {c.strip() for c in shown.splitlines()[0].strip("|").split("|")}
+    assert "train_rows_over_max_length" in columns and "max_length" not in columns and "eval_fraction" not in columns
+    assert not [c for c in columns if "tokens" in c or "_calling_" in c or "_calls_" in c]
+    assert json.loads((repo / "metrics/record/format.json").read_text())["train_tokens_max"] > 600
+    assert {r["function"] for r in json.loads((repo / "metrics/format_per_function.json").read_text())} >= {"show_map"}
 
 
 def test_repro_format_on_a_folder_of_mixed_shapes_and_file_types(tmp_path, mixed_folder):

@@ -1,4 +1,9 @@
-"""`make push` (commands/push.py): files, model card and errors, with the hub faked at huggingface_hub's HfApi."""
+"""`make push` (commands/push.py): files, model card and errors, with the hub faked at huggingface_hub's HfApi.
+
+The project is a real git + DVC repo whose dvc.yaml stands in for the pipeline's (the same stage names and
+path flags, commands that do nothing), its train stage run with `dvc repro` so dvc.lock records its params:
+push reads them, and whether the stage is still up to date, through DVC.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from huggingface_hub import errors as hf_errors
 
 from commands import push
 from pipeline.common import UserError, write_json
+from pipeline.layout import stage_path
+from tests.helpers import DVC, init_repo, run, set_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_FAKEpushTokenThatMustNeverBeWritten42"
@@ -25,6 +32,19 @@ MODEL_FILES = {"chat_template.jinja", "config.json", "generation_config.json", "
 EVAL = {"exact_match_base": 0.0, "exact_match_finetuned": 0.85, "exact_match_delta": 0.85,
         "function_name_accuracy_base": 0.12, "function_name_accuracy_finetuned": 0.95,
         "argument_f1_base": 0.05, "argument_f1_finetuned": 0.9125, "rows": 20, "run_device": "cpu"}
+# dvc.yaml's stages as push reads them: names and path flags as the real ones, commands that do nothing
+STAND_IN_DVC_YAML = """\
+stages:
+  fetch:
+    cmd: python -c pass --raw-dir data/raw --model-dir models/base
+  train:
+    cmd: python -c pass --out-dir models/finetuned --metrics metrics/train.json
+    params: [train, format.max_length]
+  eval:
+    cmd: python -c pass --metrics metrics/eval.json
+  convert_litertlm:
+    cmd: python -c pass --out-dir models/litertlm --metrics metrics/convert.json
+"""
 
 
 class FakeHub:
@@ -53,11 +73,27 @@ class FakeHub:
                                           commit_description="", oid="abc")
 
 
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory) -> Path:
+    """git + DVC with the stand-in dvc.yaml, the train stage run (`dvc repro train`) at lr 2e-4 with LoRA."""
+    repo = tmp_path_factory.mktemp("push") / "project"
+    repo.mkdir()
+    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
+    set_params(repo / "params.yaml", {"train.lr": 2e-4, "train.max_steps": 60, "train.lora.enabled": True})
+    (repo / "dvc.yaml").write_text(STAND_IN_DVC_YAML)
+    init_repo(repo)
+    run(DVC + ["repro", "train"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "trained"], repo)
+    return repo
+
+
 @pytest.fixture
-def workspace(tmp_path, tiny_base, monkeypatch) -> Path:
-    """A finished run: records, metrics, a dvc.lock and a .litertlm; models/finetuned is the tiny base (read only)."""
+def workspace(tmp_path, trained_project, monkeypatch) -> Path:
+    """A finished run: records, metrics, dvc.lock and a .litertlm; models/finetuned is the tiny base (read only)."""
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    tmp_path = tmp_path / "project"
+    shutil.copytree(trained_project, tmp_path)
     (tmp_path / "models" / "base").mkdir(parents=True)
     write_json(tmp_path / "models/base/source.json", {"source": "hub", "repo": "google/functiongemma-270m-it",
                                                       "revision": "main", "resolved_revision": BASE_SHA})
@@ -69,23 +105,17 @@ def workspace(tmp_path, tiny_base, monkeypatch) -> Path:
     write_json(tmp_path / "metrics/convert.json", {"quantize": "dynamic_int8", "file_size_mb": 285.1, "agreement": 1.0})
     (tmp_path / "models/litertlm").mkdir(parents=True)
     (tmp_path / "models/litertlm/functiongemma-finetuned.litertlm").write_bytes(b"LITERTLM" * 100)
-    # what trained the model: lr 2e-4 with LoRA, while params.yaml has moved on since
-    (tmp_path / "dvc.lock").write_text(
-        "schema: '2.0'\nstages:\n  train:\n    cmd: python -m stages.train\n    params:\n      params.yaml:\n"
-        "        train:\n          lr: 0.0002\n          max_steps: 60\n          lora:\n            enabled: true\n"
-        "            r: 16\n")
     return tmp_path
 
 
 def push_args(ws: Path, tiny_base: Path, *extra: str) -> list[str]:
-    return ["--repo", REPO, "--params", str(ws / "params.yaml"), "--lock", str(ws / "dvc.lock"),
-            "--model-dir", str(tiny_base), "--base-dir", str(ws / "models/base"),
-            "--litertlm-dir", str(ws / "models/litertlm"), "--raw-dir", str(ws / "data/raw"),
-            "--metrics-dir", str(ws / "metrics"), *extra]
+    return ["--repo", REPO, "--repo-dir", str(ws), "--model-dir", str(tiny_base), *extra]
 
 
 def snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for folder in folders for p in sorted(folder.rglob("*"))}
+    """Size and mtime of every file, but DVC's own scratch (.dvc/tmp: its locks and state database)."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for folder in folders for p in sorted(folder.rglob("*"))
+            if ".dvc/tmp" not in p.as_posix()}
 
 
 def test_push_uploads_model_tokenizer_litertlm_and_card(workspace, tiny_base, monkeypatch):
@@ -100,11 +130,16 @@ def test_push_uploads_model_tokenizer_litertlm_and_card(workspace, tiny_base, mo
     assert commit["payloads"]["model.safetensors"] == (tiny_base / "model.safetensors").read_bytes()
 
     card = commit["payloads"]["README.md"].decode()
-    assert "base_model: \"google/functiongemma-270m-it\"" in card and "- \"google/mobile-actions\"" in card
+    # the front matter, as the hub reads it
+    meta = huggingface_hub.ModelCard(card).data
+    assert (meta.base_model, meta.datasets, meta.license, meta.library_name) == (
+        "google/functiongemma-270m-it", ["google/mobile-actions"], "gemma", "transformers")
+    assert meta.tags == ["function-calling", "functiongemma", "dvc", "litert-lm"]
     assert BASE_SHA in card and DATA_SHA in card and "9654 rows" in card
-    # the params that trained it: dvc.lock's, not params.yaml's current lr
-    assert "From the train stage's params in `dvc.lock`" in card
-    assert "| `lr` | 0.0002 |" in card and "| `lora.enabled` | true |" in card and "| `max_steps` | 60 |" in card
+    # the params that trained it: the train stage's, read through DVC (it is up to date with dvc.lock)
+    assert "with the train stage up to date with `dvc.lock`" in card
+    assert "| `train.lr` | 0.0002 |" in card and "| `train.lora.enabled` | true |" in card
+    assert "| `train.max_steps` | 60 |" in card and "| `format.max_length` | 997 |" in card
     # the eval table: base vs fine-tuned, headline metrics first, delta computed where eval.json has none
     assert "| metric | base | fine-tuned | change |" in card
     assert "| **exact_match** | 0 | 0.85 | +0.85 |" in card
@@ -120,18 +155,63 @@ def test_push_uploads_model_tokenizer_litertlm_and_card(workspace, tiny_base, mo
     assert all(SECRET.encode() not in p.read_bytes() for p in workspace.rglob("*") if p.is_file())
 
 
-def test_push_without_lock_uses_params_yaml_and_can_leave_out_the_litertlm(workspace, tiny_base, monkeypatch):
+def test_push_can_leave_out_the_litertlm(workspace, tiny_base, monkeypatch):
     hub = FakeHub(monkeypatch)
-    (workspace / "dvc.lock").unlink()
     push.main(push_args(workspace, tiny_base, "--no-include-litertlm"))
 
     assert hub.repos[0]["private"] is None  # an existing repo keeps its visibility
     payloads = hub.commits[0]["payloads"]
     assert set(payloads) == MODEL_FILES | {"README.md"}
     card = payloads["README.md"].decode()
-    assert "From the `train` section of `params.yaml`" in card
-    lr = push.read_train_params(workspace / "dvc.lock", workspace / "params.yaml")[0]["lr"]
-    assert f"| `lr` | {push.cell(lr)} |" in card and "litert-lm" not in card
+    assert "litert-lm" not in card and huggingface_hub.ModelCard(card).data.tags == ["function-calling", "functiongemma", "dvc"]
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_params_edited_since_training_stop_the_push(workspace, tiny_base, monkeypatch, dry_run):
+    """params.yaml moved on after `dvc repro train`: the card would name params that did not train the model."""
+    hub = FakeHub(monkeypatch)
+    set_params(workspace / "params.yaml", {"train.lr": 1e-5})
+    with pytest.raises(UserError) as err:
+        push.main(push_args(workspace, tiny_base, *(["--dry-run"] if dry_run else [])))
+    assert str(err.value).startswith("the train stage is not up to date with dvc.lock "
+                                     "(changed deps: params.yaml (train modified)), so the card would not describe")
+    assert "run `dvc repro train`" in str(err.value) and hub.repos == [] and hub.commits == []
+
+
+def test_a_train_stage_that_never_ran_stops_the_push(workspace, tiny_base, monkeypatch):
+    hub = FakeHub(monkeypatch)
+    (workspace / "dvc.lock").unlink()
+    with pytest.raises(UserError, match="the train stage is not up to date with dvc.lock"):
+        push.main(push_args(workspace, tiny_base))
+    assert hub.repos == []
+
+
+def test_push_outside_a_dvc_project_is_one_sentence(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(STAND_IN_DVC_YAML)
+    with pytest.raises(UserError, match="is not a DVC project: run push from the repository root"):
+        push.read_train_params(tmp_path)
+
+
+def test_push_takes_its_paths_from_the_real_dvc_yaml():
+    # every flag push reads names an output of the real pipeline
+    paths = {(stage, flag): stage_path(stage, flag, ROOT) for stage, flag in [
+        ("train", "--out-dir"), ("fetch", "--model-dir"), ("fetch", "--raw-dir"), ("convert_litertlm", "--out-dir"),
+        ("eval", "--metrics"), ("train", "--metrics"), ("convert_litertlm", "--metrics")]}
+    assert paths[("train", "--out-dir")] == ROOT / "models/finetuned"
+    assert paths[("eval", "--metrics")] == ROOT / "metrics/eval.json"
+
+
+def test_the_eval_table_shows_intervals_rows_and_p_values():
+    section = push.eval_section({
+        "exact_match_finetuned": 0.85, "exact_match_finetuned_n": 20, "exact_match_finetuned_ci_low": 0.6396,
+        "exact_match_finetuned_ci_high": 0.9476, "exact_match_base": 0.0, "exact_match_base_n": 20,
+        "exact_match_base_ci_low": 0.0, "exact_match_base_ci_high": 0.1611, "exact_match_delta": 0.85,
+        "exact_match_delta_n": 20, "exact_match_delta_ci_low": 0.6, "exact_match_delta_ci_high": 0.95,
+        "exact_match_delta_p_value": 3.05e-05, "argument_f1_finetuned": 0.9, "argument_f1_base": 0.1})
+    assert "| **exact_match** | 0 [0, 0.1611] | 0.85 [0.6396, 0.9476] | +0.85 [+0.6, +0.95], p = 3.05e-05 |" in section
+    assert "| **argument_f1** | 0.1 | 0.9 | +0.8 |" in section  # no interval: none claimed
+    assert "Rows: fine-tuned 20, base 20, both (the change) 20." in section
+    assert "exact_match_finetuned_n" not in section  # the figures sit in the cells, not in a table of leftovers
 
 
 @pytest.mark.parametrize("error, expected", [
@@ -210,6 +290,10 @@ def test_eval_table_renders_whatever_flat_keys_it_gets():
         "foo_base": 1, "foo_finetuned": 3, "bar_delta": 0.5, "count": 7, "nested": {"x_base": 0.25}, "run_seed": 42})
     assert compared == {"foo": {"base": 1, "finetuned": 3}, "nested.x": {"base": 0.25}}
     assert other == {"bar_delta": 0.5, "count": 7} and record == {"run_seed": 42}
+    compared, other, _ = push.split_eval({"foo_finetuned": 0.5, "foo_finetuned_ci_low": 0.2, "foo_delta_p_value": 0.5,
+                                          "foo_base_n": 4, "lone_ci_low": 1})
+    assert compared == {"foo": {"finetuned": 0.5, "finetuned_ci_low": 0.2, "delta_p_value": 0.5, "base_n": 4}}
+    assert other == {"lone_ci_low": 1}
     section = push.eval_section({"foo_base": 1, "foo_finetuned": 3, "pass_rate_finetuned": 0.5})
     assert "| foo | 1 | 3 | +2 |" in section and "| pass_rate | — | 0.5 | — |" in section
     assert "Not evaluated" in push.eval_section({})

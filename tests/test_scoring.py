@@ -73,6 +73,76 @@ def test_text_instead_of_a_call_is_wrong():
     assert not row.exact and row.predicted == ()
 
 
+# ---------------------------------------------------------------- exact match in any order (parallel calls)
+
+
+def test_parallel_calls_in_another_order_match_any_order_but_not_exactly():
+    row = score_row([EVENT, EMAIL], out(EMAIL, EVENT))
+    assert row.exact_any_order and not row.exact
+    assert score_row([EVENT, EMAIL], out(EVENT, EMAIL)).exact_any_order  # in order is in any order too
+
+
+@pytest.mark.parametrize("target, output", [
+    ([LIGHT, LIGHT], out(LIGHT)),  # a multiset: one call is not two
+    ([LIGHT], out(LIGHT, LIGHT)),
+    ([EVENT, EMAIL], out(EMAIL)),
+    ([EMAIL], out(call("send_email", to="ana@x.org", subject="Lunch", body="At noon"))),  # a wrong value
+    ([EVENT, EMAIL], out(call("send_email", **EVENT["arguments"]), call("create_calendar_event", **EMAIL["arguments"]))),
+])
+def test_any_order_still_needs_the_same_calls_with_the_same_arguments(target, output):
+    assert not score_row(target, output).exact_any_order
+
+
+def test_any_order_compares_arguments_as_strings_and_never_matches_malformed_output():
+    target = [call("create_contact", first_name="Mei", last_name="Li", phone_number="7805555637"), LIGHT]
+    text = fg.render_call(fg.Call("turn_on_flashlight", {})) + \
+        "<start_function_call>call:create_contact{first_name:<escape>Mei<escape>,last_name:<escape>Li<escape>," \
+        "phone_number:7805555637}<end_function_call><start_function_response>"
+    assert score_row(target, text).exact_any_order
+    broken = out(EMAIL, EVENT).removesuffix(fg.START_RESPONSE) + "<start_function_call>call:x{a:<escape>b"
+    row = score_row([EVENT, EMAIL], broken)
+    assert row.malformed and not row.exact_any_order
+
+
+# ---------------------------------------------------------------- no-call accuracy
+
+
+def test_no_call_accuracy_is_over_rows_that_expect_no_call():
+    rows = [
+        score_row([], "I can't do that.<end_of_turn>"),  # right: no call
+        score_row([], "nothing"),  # right
+        score_row([], out(LIGHT)),  # wrong: a call
+        score_row([], "<start_function_call>call:turn_on_flashlight{a:<escape>b"),  # wrong: malformed
+        score_row([LIGHT], "Done!<end_of_turn>"),  # expects a call: not counted
+        score_row([EVENT], out(EVENT)),  # not counted
+    ]
+    assert scoring.accuracy_hits(rows, "no_call_accuracy") == [True, True, False, False]
+    metrics = summarize(rows)
+    assert metrics["rows_expecting_none"] == 4 and metrics["no_call_accuracy"] == 0.5
+    assert metrics["spurious_call_rate"] == 0.25  # the call; the malformed row made none
+
+
+def test_data_without_no_call_rows_has_no_call_accuracy_over_zero_rows():
+    rows = [score_row([LIGHT], out(LIGHT)), score_row([EVENT], "x")]
+    assert scoring.accuracy_hits(rows, "no_call_accuracy") == []
+    metrics = summarize(rows)
+    assert metrics["rows_expecting_none"] == 0 and metrics["no_call_accuracy"] == 0.0
+
+
+def test_accuracy_hits_cover_every_accuracy_and_agree_with_summarize():
+    rows = [score_row([EVENT, EMAIL], out(EMAIL, EVENT)), score_row([LIGHT], out(LIGHT)), score_row([], "no"),
+            score_row([EMAIL], out(call("send_email", to="ANA@x.org", subject="Lunch", body="At noon?")))]
+    metrics = summarize(rows)
+    expected = {"exact_match": [False, True, True, False], "exact_match_any_order": [True, True, True, False],
+                "normalized_match": [False, True, True, True], "function_name_accuracy": [False, True, True, True],
+                "no_call_accuracy": [True]}
+    assert {name: scoring.accuracy_hits(rows, name) for name in scoring.ACCURACIES} == expected
+    for name, hits in expected.items():
+        assert metrics[name] == pytest.approx(sum(hits) / len(hits)), name
+    with pytest.raises(ValueError, match="unknown accuracy 'argument_f1'"):
+        scoring.accuracy_hits(rows, "argument_f1")
+
+
 def test_output_without_stop_token_still_parses():
     assert score_row([EVENT], out(EVENT).removesuffix(fg.START_RESPONSE)).exact
 
@@ -226,6 +296,7 @@ def test_scoring_never_crashes_on_random_text(text):
     for row in rows:
         assert isinstance(row.exact, bool) and isinstance(row.malformed, bool)
         assert row.normalized or not row.exact  # normalizing never loses a match
+        assert row.exact_any_order or not row.exact  # in order is in any order too
         assert row.true_triples <= min(row.predicted_triples, row.target_triples)
     metrics = summarize(rows)
     for key, value in metrics.items():
