@@ -73,6 +73,7 @@ def test_make_repro_and_the_readme_exp_line_work_from_a_plain_shell(tmp_path):
     assert trained["lr"] == 2e-5
 
 
+@pytest.mark.slow  # two minutes of tiny benchmarks; `make test-slow`
 @pytest.mark.skipif(not (VENV / ".installed").exists(), reason="needs an environment made by `make setup`")
 def test_each_cpu_bench_target_runs_from_the_repository_root(tmp_path, tiny_base, formatted_sample):
     """The benchmarks' child processes run in temporary folders: the paths they get from dvc.yaml must
