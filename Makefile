@@ -64,9 +64,10 @@ bench-quant: setup  ## the phone bundle per quantization recipe: size, speed, ex
 
 # Tuning: a grid of train.* experiments in DVC's queue, judged on a validation slice of the train split.
 GRID ?= bench/sweep_demo.yaml
+ONLY ?=
 .PHONY: sweep
-sweep: setup  ## queue and run the experiments of GRID (default: the demo's sweep), then print their table
-	$(PY) -m commands.sweep --grid "$(GRID)"
+sweep: setup  ## queue and run the experiments of GRID (default: the demo's sweep; ONLY=a,b for some), then print their table
+	$(PY) -m commands.sweep --grid "$(GRID)" $(if $(ONLY),--only "$(ONLY)")
 
 sample:  ## regenerate the committed synthetic sample (deterministic)
 	$(PY) data/sample/generate.py
