@@ -77,8 +77,15 @@ def wait_for_queue(root: Path, names: list[str]) -> None:
     """Until no experiment of ours is queued or running in `dvc queue status`."""
     started = time.perf_counter()
     while True:
-        lines = [line for line in queue_status(root).splitlines() if any(f"{PREFIX}{n}" in line for n in names)]
+        status = queue_status(root)
+        lines = [line for line in status.splitlines() if any(f"{PREFIX}{n}" in line for n in names)]
         pending = [line for line in lines if "Queued" in line or "Running" in line]
+        if pending and not any("Running" in line for line in pending) and "Worker status: 0 active, 0 idle" in status:
+            # DVC's worker can stop with tasks still queued (seen after a `dvc queue remove` of another task):
+            # without a new one the sweep would wait forever.
+            log.warning("no DVC queue worker is running while %d experiment(s) wait: starting one (dvc queue start -j 1)",
+                        len(pending))
+            subprocess.run(dvc("queue", "start", "-j", "1"), cwd=root, env=environment(), check=True)
         if not pending:
             failed = [line.split()[1] if len(line.split()) > 1 else line for line in lines if "Failed" in line]
             if failed:

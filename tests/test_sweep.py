@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,21 @@ def test_sweep_runs_the_grid_in_dvcs_queue_and_tabulates_validation_exact_match(
     assert "sweep-fast" in shown and "sweep-adapters" in shown
     again = run([sys.executable, "-m", "commands.sweep", "--grid", "grid.yaml", "--collect"], repo)
     assert [line for line in again.splitlines() if line.startswith("| sweep-")] == table
+
+
+def test_a_queue_left_without_a_worker_gets_one(monkeypatch):
+    """Tasks still queued and no worker (DVC's worker can stop early): the sweep starts one, then waits on."""
+    statuses = iter([
+        "Task  Name  Created  Status\nab1  sweep-a  02:37 AM  Success\nab2  sweep-b  02:37 AM  Queued\n\n"
+        "Worker status: 0 active, 0 idle\n",
+        "Task  Name  Created  Status\nab1  sweep-a  02:37 AM  Success\nab2  sweep-b  02:37 AM  Running\n\n"
+        "Worker status: 1 active, 0 idle\n",
+        "Task  Name  Created  Status\nab1  sweep-a  02:37 AM  Success\nab2  sweep-b  02:37 AM  Success\n\n"
+        "Worker status: 0 active, 0 idle\n",
+    ])
+    started = []
+    monkeypatch.setattr(sweep, "queue_status", lambda root: next(statuses))
+    monkeypatch.setattr(sweep.subprocess, "run", lambda cmd, **kw: started.append(cmd[-4:]))
+    monkeypatch.setattr(sweep, "POLL_SECONDS", 0)
+    sweep.wait_for_queue(Path("."), ["a", "b"])
+    assert started == [["queue", "start", "-j", "1"]]
