@@ -31,6 +31,11 @@ def test_time_left_scales_the_measured_stage_times_by_this_machines_pace():
     assert demo.estimate_left({}, "fetch") == sum(expected.values())
     slow = {"fetch": 2 * expected["fetch"], "format": 2 * expected["format"]}  # twice as slow as measured
     assert demo.estimate_left(slow, "train") == pytest.approx(2 * (expected["train"] + expected["eval"] + expected["convert_litertlm"]))
+    rest = expected["train"] + expected["eval"] + expected["convert_litertlm"]
+    cached = {"fetch": 1.0, "format": 5 * expected["format"]}  # fetch restored by DVC, a slow few-second format
+    assert demo.estimate_left(cached, "train") == pytest.approx(rest)  # neither says anything about the pace
+    very_slow = {"fetch": 10 * expected["fetch"]}
+    assert demo.estimate_left(very_slow, "train") == pytest.approx(3 * rest)  # the pace is bounded
 
 
 def test_table_reads_what_the_eval_and_convert_stages_write(tmp_path):
