@@ -116,7 +116,7 @@ def table(results: list[dict], experiments: dict[str, dict[str, str]]) -> str:
     for r in done + [r for r in results if r["failed"]]:
         cells = [experiments[r["name"]].get(k, "") for k in varying]
         if r["failed"]:
-            score, minutes = "failed (see `dvc queue logs`)", "-"
+            score, minutes = "no result (failed, or not run yet: see `dvc queue status`)", "-"
         else:
             score, minutes = describe_accuracy(r["exact"], r["n"]), f"{r['train_minutes']:.1f}"
         lines.append(f"| {PREFIX}{r['name']} | " + " | ".join(cells) + f" | {score} | {minutes} |")
