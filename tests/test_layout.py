@@ -39,3 +39,18 @@ def test_a_missing_file_stage_or_flag_is_one_sentence(tmp_path):
     with pytest.raises(UserError, match="params.yaml not found"):
         stage_path("eval", "--data", tmp_path)  # templated, and no params.yaml to fill it in
     assert Path(stage_path("fetch", "--raw-dir", tmp_path)) == tmp_path / "data/raw"
+
+
+def test_the_readme_layout_names_every_module_of_the_tree():
+    """The README's Layout section is the map of the repository: every tracked file of stages/, pipeline/,
+    commands/ and bench/ is named there, under its folder."""
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    tracked = subprocess.run(["git", "ls-files", "stages", "pipeline", "commands", "bench"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    missing = [f for f in tracked if Path(f).name != "__init__.py" and Path(f).name not in layout]
+    assert not missing, f"README's Layout section does not name {missing}"
