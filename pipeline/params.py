@@ -160,6 +160,8 @@ class TrainParams:
     padding_free: bool
     loss_type: Literal["nll", "dft"]
     skip_prompt_logits: bool
+    detach_developer_turn: bool
+    developer_turn_precision: Literal["auto", "bf16", "fp32"]
     attn_implementation: Literal["eager", "sdpa"]
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     eval_steps: int = ranged(1)
@@ -181,6 +183,9 @@ class TrainParams:
             errors.append("train.warmup_ratio: must be below 1 (it is the fraction of all steps spent warming up)")
         if self.packing and not self.padding_free:
             errors.append("train.packing: needs train.padding_free: true (packed sequences must not attend across examples)")
+        if self.detach_developer_turn and (self.padding_free or self.gradient_checkpointing):
+            errors.append("train.detach_developer_turn: runs the developer turn into a KV cache, which needs padded rows "
+                          "(train.padding_free: false) and no recomputation (train.gradient_checkpointing: false)")
         if self.lora.enabled and not self.lora.target_modules:
             errors.append("train.lora.target_modules: name at least one module (or 'all-linear') when LoRA is enabled")
         if self.lora.enabled and "lm_head" in self.lora.target_modules:

@@ -244,6 +244,78 @@ def score_only_loss_positions(enabled: bool) -> None:
     trl_utils._use_triton = (lambda device: True) if enabled else _use_triton
 
 
+def developer_turn_split(input_ids: list[list[int]], labels: list[list[int]], start_of_turn: int,
+                         developer: list[int]) -> int:
+    """Leading tokens of every row of a batch that `train.detach_developer_turn` runs without gradient.
+
+    A row's developer turn (<bos><start_of_turn>developer ... up to its second <start_of_turn>) holds the
+    instructions and the tool declarations; the split is the shortest one in the batch, kept short of the
+    position that predicts the row's first trained token. 0 (no split) when some row does not open with a
+    developer turn.
+    """
+    split = None
+    opening = [start_of_turn, *developer]
+    for ids, labs in zip(input_ids, labels):
+        if ids[1:1 + len(opening)] != opening:
+            return 0
+        turns = [i for i, token in enumerate(ids) if token == start_of_turn]
+        first_trained = next((i for i, label in enumerate(labs) if label != -100), len(labs))
+        end = min(turns[1] if len(turns) > 1 else 0, first_trained - 1)
+        split = end if split is None else min(split, end)
+    return max(split or 0, 0)
+
+
+def with_cached_prefix(model: Any, inputs: dict[str, Any], split: int, *, bf16: bool, dtype: Any) -> dict[str, Any]:
+    """The batch's inputs for tokens `split:`, its first `split` tokens run without gradient into a KV cache
+    (under bf16 autocast when `bf16`, else in float32), the cache then cast to `dtype`, the dtype the rest
+    of the forward computes keys in.
+
+    The attention mask keeps its full length (cache + new tokens), the labels are cut with the ids, so the
+    loss is the full forward's; only the gradient through the cached positions is left out.
+    """
+    import torch
+
+    ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+    device = ids.device.type
+    precision = torch.autocast(device, dtype=torch.bfloat16) if bf16 else torch.autocast(device, enabled=False)
+    with torch.no_grad(), precision:
+        cache = model(input_ids=ids[:, :split], attention_mask=None if mask is None else mask[:, :split],
+                      use_cache=True, logits_to_keep=1).past_key_values
+    for layer in cache.layers:
+        if layer.keys.dtype != dtype:
+            layer.keys, layer.values, layer.dtype = layer.keys.to(dtype), layer.values.to(dtype), dtype
+    rest = dict(inputs, input_ids=ids[:, split:], labels=inputs["labels"][:, split:], past_key_values=cache)
+    for key in ("position_ids", "completion_mask"):
+        if key in inputs:
+            rest[key] = inputs[key][:, split:]
+    return rest
+
+
+def trainer_class(params: TrainParams, tokenizer: Any, device: str) -> type:
+    """SFTTrainer, or (train.detach_developer_turn) one whose loss first runs each batch's developer turns
+    into a KV cache, in train.developer_turn_precision."""
+    import torch
+    from trl import SFTTrainer
+
+    if not params.detach_developer_turn:
+        return SFTTrainer
+    start_of_turn = tokenizer.convert_tokens_to_ids(fg.START_OF_TURN)
+    developer = tokenizer("developer", add_special_tokens=False)["input_ids"]
+    cache_bf16 = train_precision(params.developer_turn_precision, device) == "bf16"
+
+    class DeveloperTurnCachedTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            split = developer_turn_split(inputs["input_ids"].tolist(), inputs["labels"].tolist(), start_of_turn, developer)
+            if split > 0:
+                kind = inputs["input_ids"].device.type
+                dtype = (torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind)
+                         else self.accelerator.unwrap_model(model).dtype)
+                inputs = with_cached_prefix(model, inputs, split, bf16=cache_bf16, dtype=dtype)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    return DeveloperTurnCachedTrainer
+
+
 def make_callbacks(live: Any) -> list[Any]:
     """dvclive logging keyed by optimizer step, and a clock for the time spent inside optimizer steps."""
     from transformers import TrainerCallback
@@ -349,13 +421,12 @@ def build_trainer(params: TrainParams, base_model: Path, tokenizer: Any, train_e
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import SFTTrainer
 
     score_only_loss_positions(params.skip_prompt_logits)
     model = AutoModelForCausalLM.from_pretrained(
         base_model, dtype=model_dtype or torch.float32, attn_implementation=params.attn_implementation
     )
-    trainer = SFTTrainer(
+    trainer = trainer_class(params, tokenizer, detect_device())(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(train_examples),

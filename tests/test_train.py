@@ -204,6 +204,62 @@ def test_skip_prompt_logits_and_padding_free_keep_the_loss(tiny_base, tiny_token
     assert padding_free == pytest.approx(reference, rel=1e-4)  # examples stay apart without padding
 
 
+def test_developer_turn_split_is_the_shortest_developer_turn_short_of_the_first_trained_token():
+    sot, dev, bos, x = 1, [7, 8], 2, 5  # <start_of_turn>, "developer" (two tokens here), <bos>, any token
+    row = [bos, sot, *dev, x, x, x, sot, x, x, sot, x, x, x]  # developer turn = first 7 tokens, then two turns
+    labels = [-100] * 11 + [x, x, x]
+    longer = [bos, sot, *dev, x, x, x, x, x, sot, x, sot, x, x]
+    assert train.developer_turn_split([row], [labels], sot, dev) == 7
+    assert train.developer_turn_split([row, longer], [labels, [-100] * 11 + [x, x]], sot, dev) == 7  # the shorter one
+    assert train.developer_turn_split([row], [[-100] * 5 + [x] * 9], sot, dev) == 4  # short of what predicts a label
+    user_first = [bos, sot, 9, x, x, sot, x]
+    assert train.developer_turn_split([row, user_first], [labels, [-100] * 6 + [x]], sot, dev) == 0  # no developer turn
+    assert train.developer_turn_split([[bos, sot, *dev, x, x]], [[-100, -100, -100, -100, x, x]], sot, dev) == 0  # one turn only
+
+
+def test_detached_developer_turn_keeps_the_loss_and_trains_through_the_conversation(tiny_base, tiny_tokenizer, tmp_path,
+                                                                                      monkeypatch, golden_expected):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    examples, _, _ = train.build_examples(tiny_tokenizer, golden_expected, max_length=997)  # different lengths: padding
+    losses, grads = {}, {}
+    for detach in (False, True):
+        params = train_params(per_device_batch_size=len(examples), gradient_checkpointing=False, lora_enabled=True,
+                              detach_developer_turn=detach, developer_turn_precision="fp32")
+        trainer = train.build_trainer(params, tiny_base, tiny_tokenizer, examples, [], quick_config(params, tmp_path))
+        assert type(trainer).__name__ == ("DeveloperTurnCachedTrainer" if detach else "SFTTrainer")
+        torch.manual_seed(0)
+        for name, weight in trainer.model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(weight, std=0.5)  # adapters that change the activations
+        trainer.model.eval()  # no dropout: both ways see the same function
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        ids = batch["input_ids"].tolist()
+        split = train.developer_turn_split(ids, batch["labels"].tolist(), tiny_tokenizer.convert_tokens_to_ids(fg.START_OF_TURN),
+                                           tiny_tokenizer("developer", add_special_tokens=False)["input_ids"])
+        assert split > 100  # the shortest developer turn of the golden rows (instructions + declarations)
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        losses[detach] = float(loss)
+        grads[detach] = {n: w.grad.clone() for n, w in trainer.model.named_parameters() if w.grad is not None}
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+    assert grads[True].keys() == grads[False].keys() and grads[True]  # every adapter still learns
+    differ = [n for n in grads[True] if not torch.allclose(grads[True][n], grads[False][n], rtol=1e-3, atol=1e-7)]
+    assert differ  # the gradient leaves out the cached positions' share of it
+
+
+def test_a_detached_developer_turn_run_trains(tiny_base, formatted_sample, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = sample_rows(formatted_sample, "train", 2) * 4
+    data = write_formatted(tmp_path / "data", rows, rows[:2])
+    params = params_file(tmp_path, dict(QUICK, **{"train.max_steps": 6, "train.lr": 1e-2, "train.eval_steps": 3,
+                                                 "train.detach_developer_turn": True, "train.lr_scheduler": "constant"}))
+    metrics = run_stage(tmp_path, params, data, tiny_base)
+    assert metrics["steps"] == 6 and metrics["train_loss"] < metrics["train_loss_first"] - 1.0, metrics
+    assert metrics["train_tokens"] > 0 and metrics["eval_loss"] < 11.0
+
+
 # ---------------------------------------------------------------- params and run settings
 
 
@@ -214,6 +270,9 @@ def test_skip_prompt_logits_and_padding_free_keep_the_loss(tiny_base, tiny_token
     ({"lora_enabled": True, "lora_target_modules": []}, "train.lora.target_modules"),
     ({"lora_enabled": True, "lora_target_modules": ["q_proj", "lm_head"]}, "train.lora.target_modules"),
     ({"loss_type": "chunked_nll"}, "train.loss_type"),
+    ({"detach_developer_turn": True, "gradient_checkpointing": True}, "train.detach_developer_turn"),
+    ({"detach_developer_turn": True, "padding_free": True}, "train.detach_developer_turn"),
+    ({"developer_turn_precision": "fp16"}, "train.developer_turn_precision"),
 ])
 def test_invalid_combinations_fail_at_load_time(overrides, key):
     with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
