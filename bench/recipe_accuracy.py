@@ -80,7 +80,7 @@ def recipe_values(recipe: str, demo: dict, seed: int | None = None) -> dict:
     if recipe == "notebook":
         mechanics = {k: v for k, v in NOTEBOOK.items()
                      if k in ("padding_free", "packing", "gradient_checkpointing", "attn_implementation",
-                              "skip_prompt_logits", "torch_compile", "optim")}
+                              "skip_prompt_logits", "detach_developer_turn", "torch_compile", "optim")}
         values.update(mechanics)
     values.update(eval_rows=0, save_strategy="steps", save_steps=10**6, eval_steps=10**6, logging_steps=1)
     return values

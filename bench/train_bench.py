@@ -20,6 +20,8 @@ Recipes (train params on top of params.yaml's `train:` section):
   bf16=True; on a CPU float32 (the offline base's dtype).
 - ours: params.yaml's `train:` section as it is (the pipeline's default recipe; `precision:
   auto` is bf16 autocast over float32 weights where the device has native bf16, this CPU too).
+- ours+detach_developer_turn (with --only): ours with train.detach_developer_turn, the developer
+  turn run into a KV cache without gradient (a bf16 copy with the adapters merged where bf16 is native).
 - with --ablation: the notebook recipe plus one change each (padding-free, output layer on
   loss positions only, no gradient checkpointing, sdpa attention, torch.compile, bf16 autocast).
 `--batch-size` and `--grad-accum` set the micro-batch and accumulation of every recipe (default:
@@ -74,7 +76,7 @@ TINY = dict(GEMMA3_270M, hidden_size=64, intermediate_size=128, num_hidden_layer
 
 NOTEBOOK = dict(per_device_batch_size=4, gradient_accumulation_steps=8, optim="adamw_torch_fused", packing=False,
                 padding_free=False, gradient_checkpointing=True, attn_implementation="eager", skip_prompt_logits=False,
-                torch_compile=False, loss_type="nll", precision="auto",
+                detach_developer_turn=False, torch_compile=False, loss_type="nll", precision="auto",
                 lora={"enabled": False})
 # One change each, on top of the notebook's recipe.
 ABLATIONS = {
@@ -85,12 +87,18 @@ ABLATIONS = {
     "+torch_compile": dict(torch_compile=True),
     "+bf16": dict(precision="bf16"),  # bf16 autocast (on a GPU the notebook already runs bf16)
 }
+# Options of ours that params.yaml leaves off, each on top of ours.
+OURS_OPTIONS = {
+    "ours+detach_developer_turn": dict(detach_developer_turn=True),  # the developer turn into a KV cache, no gradient
+}
 
 
 def recipe_params(name: str, base: dict, batch_size: int | None, grad_accum: int | None) -> TrainParams:
     """The train params of one recipe (validated like params.yaml)."""
     values = dict(base)
-    if name != "ours":
+    if name in OURS_OPTIONS:
+        values.update(OURS_OPTIONS[name])
+    elif name != "ours":
         for key, value in NOTEBOOK.items():
             values[key] = dict(values[key], **value) if isinstance(value, dict) else value
         values.update(ABLATIONS.get(name, {}))
@@ -160,7 +168,7 @@ def run_child(args: argparse.Namespace) -> None:
     device = detect_device()
     precision, optim = train.plan_hardware(params, device)
     model_dtype = None
-    if spec["recipe"] != "ours" and params.precision == "auto":
+    if not spec["recipe"].startswith("ours") and params.precision == "auto":
         precision = notebook_precision(device)
         if precision == "bf16":
             model_dtype = torch.bfloat16  # the notebook loads the bf16 checkpoint as it is
@@ -193,7 +201,7 @@ def run_child(args: argparse.Namespace) -> None:
                 self.steps[-1]["loss"] = logs["loss"]
 
     trainer = train.build_trainer(params, Path(spec["model"]), tokenizer, examples, [], config, model_dtype=model_dtype)
-    if spec["recipe"] != "ours" and not params.skip_prompt_logits:
+    if not spec["recipe"].startswith("ours") and not params.skip_prompt_logits:
         trainer.compute_loss = types.MethodType(model_forward_loss, trainer)
     recorder = Recorder()
     trainer.add_callback(recorder)
@@ -351,9 +359,10 @@ def main(argv: list[str] | None = None) -> None:
     recipes = ["notebook", "ours"] + (list(ABLATIONS) if args.ablation else [])
     if args.only:
         recipes = [r for r in args.only.split(",") if r]
-        unknown = set(recipes) - {"notebook", "ours", *ABLATIONS}
+        unknown = set(recipes) - {"notebook", "ours", *ABLATIONS, *OURS_OPTIONS}
         if unknown:
-            raise UserError(f"--only: unknown recipes {sorted(unknown)}; pick from notebook, ours, {', '.join(ABLATIONS)}")
+            raise UserError(f"--only: unknown recipes {sorted(unknown)}; pick from notebook, ours, "
+                            f"{', '.join([*ABLATIONS, *OURS_OPTIONS])}")
     params = {name: recipe_params(name, base, args.batch_size, args.grad_accum) for name in recipes}
     per_step = {name: p.per_device_batch_size * p.gradient_accumulation_steps for name, p in params.items()}
     if len(set(per_step.values())) > 1:

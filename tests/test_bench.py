@@ -33,6 +33,8 @@ def test_notebook_recipe_is_the_notebooks_way_and_ours_is_params_yaml(base_train
             notebook.skip_prompt_logits, notebook.lora.enabled) == (False, True, "eager", False, False)
     assert notebook.lr == base_train["lr"] and notebook.lr_scheduler == base_train["lr_scheduler"]
     assert as_dict(train_bench.recipe_params("ours", base_train, None, None)) == base_train
+    detached = as_dict(train_bench.recipe_params("ours+detach_developer_turn", base_train, None, None))
+    assert detached == dict(base_train, detach_developer_turn=True)
 
 
 @pytest.mark.parametrize("name", list(train_bench.ABLATIONS))
@@ -91,11 +93,16 @@ def test_train_bench_rejects_unknown_recipes():
 
 def test_accuracy_guard_uses_the_demo_hyperparameters_for_both(base_train):
     demo = recipe_accuracy.demo_train_values(base_train)
-    assert demo["lora"]["enabled"] is True and demo["lr"] == 0.001 and demo["max_steps"] == 90
+    from commands.demo import DEMO_PARAMS
+
+    assert demo["lora"]["enabled"] is True and demo["lr"] == float(DEMO_PARAMS["train.lr"])
+    assert demo["max_steps"] == int(DEMO_PARAMS["train.max_steps"])
     assert demo["precision"] == base_train["precision"]  # ours keeps the default's precision
     notebook, ours = (recipe_accuracy.recipe_values(r, demo) for r in ("notebook", "ours"))
     differ = {k for k in notebook if notebook[k] != ours[k]}
-    assert differ <= {"padding_free", "gradient_checkpointing", "attn_implementation", "skip_prompt_logits"}
+    assert differ <= {"padding_free", "gradient_checkpointing", "attn_implementation", "skip_prompt_logits",
+                      "detach_developer_turn"}
+    assert notebook["detach_developer_turn"] is False  # the notebook's full gradient
     assert (notebook["padding_free"], notebook["gradient_checkpointing"], notebook["attn_implementation"]) == (False, True, "eager")
     assert recipe_accuracy.recipe_values("ours", demo, 7)["seed"] == 7 and ours["seed"] == demo["seed"]
 
