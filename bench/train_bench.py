@@ -21,7 +21,7 @@ Recipes (train params on top of params.yaml's `train:` section):
 - ours: params.yaml's `train:` section as it is (the pipeline's default recipe; `precision:
   auto` is bf16 autocast over float32 weights where the device has native bf16, this CPU too).
 - ours+detach_developer_turn (with --only): ours with train.detach_developer_turn, the developer
-  turn run into a KV cache without gradient (a bf16 copy with the adapters merged where bf16 is native).
+  turn run into a KV cache without gradient (in bf16 where it is native).
 - with --ablation: the notebook recipe plus one change each (padding-free, output layer on
   loss positions only, no gradient checkpointing, sdpa attention, torch.compile, bf16 autocast).
 `--batch-size` and `--grad-accum` set the micro-batch and accumulation of every recipe (default:

@@ -291,53 +291,6 @@ def with_cached_prefix(model: Any, inputs: dict[str, Any], split: int, *, bf16: 
     return rest
 
 
-class MergedCopy:
-    """A bf16 copy of the model being trained, adapters merged in, that runs the cached developer turns.
-
-    Running them through the training model itself costs the LoRA side paths (seven extra small matmuls and
-    a dropout per layer) and autocast's weight casts on every forward; the copy is plain bf16 weights, refreshed
-    from the training model's current weights (base + B @ A x scaling for adapted layers) once per optimizer
-    step, so every step caches with the weights it trains.
-    """
-
-    def __init__(self, model: Any):
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        source = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.copy = AutoModelForCausalLM.from_config(source.config, dtype=torch.bfloat16,
-                                                     attn_implementation=source.config._attn_implementation).eval()
-        self.copy.requires_grad_(False)
-        self.step = None
-
-    def refresh(self, model: Any, step: int) -> Any:
-        """The copy, with `model`'s weights as of optimizer step `step`."""
-        import torch
-
-        if step == self.step:
-            return self.copy
-        source = model.get_base_model() if hasattr(model, "get_base_model") else model
-        modules = dict(source.named_modules())
-        with torch.no_grad():
-            for name, target in self.copy.named_modules():
-                origin = modules.get(name)
-                if origin is None or not list(target.parameters(recurse=False)):
-                    continue
-                if hasattr(origin, "base_layer") and hasattr(origin, "get_delta_weight"):  # a LoRA layer
-                    weight = origin.base_layer.weight
-                    for adapter in origin.active_adapters:
-                        weight = weight + origin.get_delta_weight(adapter)
-                    target.weight.copy_(weight)
-                    if origin.base_layer.bias is not None:
-                        target.bias.copy_(origin.base_layer.bias)
-                    continue
-                for key, param in target.named_parameters(recurse=False):
-                    param.copy_(getattr(origin, key))
-        self.copy.tie_weights()
-        self.step = step
-        return self.copy
-
-
 def trainer_class(params: TrainParams, tokenizer: Any, device: str) -> type:
     """SFTTrainer, or (train.detach_developer_turn) one whose loss first runs each batch's developer turns
     into a KV cache, in train.developer_turn_precision."""
@@ -351,21 +304,13 @@ def trainer_class(params: TrainParams, tokenizer: Any, device: str) -> type:
     cache_bf16 = train_precision(params.developer_turn_precision, device) == "bf16"
 
     class DeveloperTurnCachedTrainer(SFTTrainer):
-        merged: MergedCopy | None = None
-
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             split = developer_turn_split(inputs["input_ids"].tolist(), inputs["labels"].tolist(), start_of_turn, developer)
             if split > 0:
                 kind = inputs["input_ids"].device.type
-                unwrapped = self.accelerator.unwrap_model(model)
-                dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else unwrapped.dtype
-                runner = model
-                if cache_bf16 and not (self.is_fsdp_enabled or self.is_deepspeed_enabled):  # sharded weights: no full copy
-                    if self.merged is None:
-                        self.merged = MergedCopy(unwrapped)
-                        self.merged.copy.to(inputs["input_ids"].device)
-                    runner = self.merged.refresh(unwrapped, self.state.global_step)
-                inputs = with_cached_prefix(runner, inputs, split, bf16=cache_bf16, dtype=dtype)
+                dtype = (torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind)
+                         else self.accelerator.unwrap_model(model).dtype)
+                inputs = with_cached_prefix(model, inputs, split, bf16=cache_bf16, dtype=dtype)
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     return DeveloperTurnCachedTrainer
