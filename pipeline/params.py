@@ -217,6 +217,7 @@ class ConvertParams:
     max_exact_match_drop: float = ranged(0.0, 100.0)
     min_call_agreement: float = ranged(0.0, 1.0)
     constrained_decoding: bool
+    runtime_threads: int = ranged(0)
     output_name: str
     export_tflite: bool
     keep_intermediate: bool

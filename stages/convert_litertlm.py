@@ -478,7 +478,7 @@ def run_bundle(bundle: Path, rows: list[dict], params: ConvertParams, max_new_to
     """Every checked row through the runtime, each way; (judgement, runtime figures for the metrics)."""
     reset_peak_rss()
     figures: dict[str, Any] = {}
-    with open_engine(bundle) as engine:
+    with open_engine(bundle, params.runtime_threads) as engine:
         log.info("runtime loaded the bundle in %.1f s; %d rows, raw prompt and as an app calls it, up to %d new tokens",
                  engine.load_seconds, len(rows), max_new_tokens)
         figures["runtime_load_seconds"] = round(engine.load_seconds, 2)

@@ -346,3 +346,12 @@ def test_real_270m_converts_and_the_runtime_renders_every_row_as_we_do(gguf_base
     assert metrics["app_prompt_identical"] == 1.0 and metrics["exact_match_pytorch"] == 1.0
     assert metrics["litertlm_raw_prefill_tokens_per_s"] > 100 and metrics["litertlm_raw_decode_tokens_per_s"] > 10
     assert scoring.NO_CALL not in metrics["per_function"]
+
+
+def test_runtime_threads_default_to_the_cores_this_process_may_use():
+    import os
+
+    from pipeline.litertlm import runtime_threads
+
+    assert runtime_threads(3) == 3
+    assert runtime_threads(0) == len(os.sched_getaffinity(0))
