@@ -93,6 +93,11 @@ OURS_OPTIONS = {
 }
 
 
+def is_ours(recipe: str) -> bool:
+    """ours or one of its options (they run a step our way, not the notebook's)."""
+    return recipe == "ours" or recipe in OURS_OPTIONS
+
+
 def recipe_params(name: str, base: dict, batch_size: int | None, grad_accum: int | None) -> TrainParams:
     """The train params of one recipe (validated like params.yaml)."""
     values = dict(base)
@@ -168,7 +173,7 @@ def run_child(args: argparse.Namespace) -> None:
     device = detect_device()
     precision, optim = train.plan_hardware(params, device)
     model_dtype = None
-    if not spec["recipe"].startswith("ours") and params.precision == "auto":
+    if not is_ours(spec["recipe"]) and params.precision == "auto":
         precision = notebook_precision(device)
         if precision == "bf16":
             model_dtype = torch.bfloat16  # the notebook loads the bf16 checkpoint as it is
@@ -201,7 +206,7 @@ def run_child(args: argparse.Namespace) -> None:
                 self.steps[-1]["loss"] = logs["loss"]
 
     trainer = train.build_trainer(params, Path(spec["model"]), tokenizer, examples, [], config, model_dtype=model_dtype)
-    if not spec["recipe"].startswith("ours") and not params.skip_prompt_logits:
+    if not is_ours(spec["recipe"]) and not params.skip_prompt_logits:
         trainer.compute_loss = types.MethodType(model_forward_loss, trainer)
     recorder = Recorder()
     trainer.add_callback(recorder)
