@@ -16,7 +16,8 @@ each seed the paired comparison of the two recipes' runs (rows fixed and broken,
 interval, McNemar p); name accuracy, argument F1, losses and training times beside them.
 
 The hyperparameters are the offline demo's (commands/demo.py DEMO_PARAMS: LoRA, lr 1e-3,
-90 steps of 2 rows), which learn the task on a CPU in minutes; the notebook's own schedule
+135 steps of 2 rows; `--max-steps` shortens the run: the notebook recipe takes ~14 s a step on a
+2-core CPU), which learn the task on a CPU in minutes; the notebook's own schedule
 (2 epochs of full fine-tuning at lr 1e-5) needs a GPU. What is compared is how a step is
 computed, which is what the fast recipe changes. Each recipe runs in its own process.
 The guard holds when our mean exact match is at most 2 points below the notebook recipe's
@@ -136,8 +137,8 @@ def run_child(spec_path: Path) -> None:
                           batch_size=spec["batch_size"], progress=False)
     scores = [scoring.score_row(r["target_calls"], text) for r, text in zip(rows, generation.texts)]
     write_json(work / "result.json", {
-        "recipe": spec["recipe"], "seed": params.seed, "train_seconds": train_seconds, "losses": losses.losses,
-        "eval_seconds": generation.seconds, **scoring.summarize(scores),
+        "recipe": spec["recipe"], "seed": params.seed, "precision": precision, "train_seconds": train_seconds,
+        "losses": losses.losses, "eval_seconds": generation.seconds, **scoring.summarize(scores),
         "eval_lines": [r["_line"] for r in rows], "exact": [s.exact for s in scores]})
 
 
@@ -240,12 +241,13 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{recipe}, seed {seed}: training {values['max_steps']} steps of {values['per_device_batch_size']} rows "
                       f"(LoRA {values['lora']['enabled']}, lr {values['lr']}, padding_free {values['padding_free']}, "
                       f"checkpointing {values['gradient_checkpointing']}, {values['attn_implementation']}, "
-                      f"skip_prompt_logits {values['skip_prompt_logits']}) ... load average "
+                      f"skip_prompt_logits {values['skip_prompt_logits']}, detach_developer_turn "
+                      f"{values['detach_developer_turn']}) ... load average "
                       f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
                 r = run_in_child(__file__, spec)
                 runs[recipe].append(r)
-                print(f"  trained in {r['train_seconds']:.0f} s, evaluated {r['rows']} rows in {r['eval_seconds']:.0f} s: "
-                      f"exact match {r['exact_match']:.1%}", flush=True)
+                print(f"  trained in {r['train_seconds']:.0f} s ({r['precision']}), evaluated {r['rows']} rows in "
+                      f"{r['eval_seconds']:.0f} s: exact match {r['exact_match']:.1%}", flush=True)
     comparison = compare_recipes(runs)
     print()
     print("\n".join(comparison_lines(comparison)))

@@ -156,7 +156,8 @@ def test_guard_trains_each_recipe_once_per_seed_alternating(tiny_base, formatted
     def fake_child(script, spec):
         asked.append((spec["recipe"], spec["train"]["seed"], spec["eval_rows"]))
         right = [True] * 3 + [False] * 1 if spec["recipe"] == "ours" else [True] * 2 + [False] * 2
-        return {**run_of(spec["train"]["seed"], right), "rows": 4, "eval_seconds": 1.0, "losses": [2.0, 1.5]}
+        return {**run_of(spec["train"]["seed"], right), "rows": 4, "eval_seconds": 1.0, "losses": [2.0, 1.5],
+                "precision": "fp32"}
 
     monkeypatch.setattr(recipe_accuracy, "run_in_child", fake_child)
     out = tmp_path / "guard.json"
@@ -170,6 +171,7 @@ def test_guard_trains_each_recipe_once_per_seed_alternating(tiny_base, formatted
     printed = capsys.readouterr().out
     assert "| exact_match, mean of 3 | 50.0% | 75.0% | +25.0 points |" in printed
     assert "seed 44: notebook 50.0%, ours 75.0%: 1 rows fixed, 0 broken" in printed
+    assert "trained in 10 s (fp32), evaluated 4 rows" in printed
     assert "(mean of 3 seed(s) each): the guard (ours at most 2 points below) holds" in printed
 
 
