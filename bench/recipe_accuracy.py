@@ -16,8 +16,8 @@ each seed the paired comparison of the two recipes' runs (rows fixed and broken,
 interval, McNemar p); name accuracy, argument F1, losses and training times beside them.
 
 The hyperparameters are the offline demo's (commands/demo.py DEMO_PARAMS: LoRA, lr 1e-3,
-135 steps of 2 rows; `--max-steps` shortens the run: the notebook recipe takes ~14 s a step on a
-2-core CPU), which learn the task on a CPU in minutes; the notebook's own schedule
+135 steps of 2 rows; `--max-steps` shortens the run: the notebook recipe took 14-24 s a step on the
+2-core CPU, bench/RESULTS.md), which learn the task on a CPU in minutes; the notebook's own schedule
 (2 epochs of full fine-tuning at lr 1e-5) needs a GPU. What is compared is how a step is
 computed, which is what the fast recipe changes. Each recipe runs in its own process.
 The guard holds when our mean exact match is at most 2 points below the notebook recipe's
