@@ -69,6 +69,12 @@ ONLY ?=
 sweep: setup  ## queue and run the experiments of GRID (default: the demo's sweep; ONLY=a,b for some), then print their table
 	$(PY) -m commands.sweep --grid "$(GRID)" $(if $(ONLY),--only "$(ONLY)")
 
+STEPS ?= 300
+CHECKPOINTS ?= 100,200
+.PHONY: learning-curve
+learning-curve: setup  ## validation exact match as training goes on: one STEPS-step run of the demo recipe, judged at CHECKPOINTS and the end
+	$(PY) bench/learning_curve.py --max-steps $(STEPS) --checkpoints "$(CHECKPOINTS)" $(BENCH_ARGS)
+
 sample:  ## regenerate the committed synthetic sample (deterministic)
 	$(PY) data/sample/generate.py
 

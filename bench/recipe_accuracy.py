@@ -53,23 +53,28 @@ GUARD_POINTS = 2.0  # ours may fall at most this far below the notebook recipe's
 SIDE_BY_SIDE = ("exact_match", "function_name_accuracy", "argument_f1", "normalized_match")
 
 
+def apply_overrides(values: dict, overrides: dict[str, str]) -> None:
+    """Set `section.key.sub` = text (read as `dvc exp run -S` reads it) in a section's values, in place."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    for dotted, text in overrides.items():
+        _section, *keys = dotted.split(".")
+        target = values
+        for key in keys[:-1]:
+            if not isinstance(target.get(key), dict):
+                raise UserError(f"{dotted}: params.yaml has no section {key!r} there")
+            target = target[key]
+        target[keys[-1]] = yaml.load(text)  # an unknown last key is parse_section's error
+
+
 def demo_train_values(base: dict) -> dict:
     """params.yaml's train section with the demo's train.* hyperparameters (not its precision:
     how a step is computed is what the two recipes compare)."""
-    from ruamel.yaml import YAML
-
     from commands.demo import DEMO_PARAMS
 
-    yaml = YAML(typ="safe", pure=True)  # reads each value as `dvc exp run -S` does
     values = json.loads(json.dumps(base))
-    for dotted, text in DEMO_PARAMS.items():
-        section, *keys = dotted.split(".")
-        if section != "train" or keys == ["precision"]:
-            continue
-        target = values
-        for key in keys[:-1]:
-            target = target[key]
-        target[keys[-1]] = yaml.load(text)
+    apply_overrides(values, {k: v for k, v in DEMO_PARAMS.items() if k.startswith("train.") and k != "train.precision"})
     return values
 
 

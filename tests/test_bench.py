@@ -4,6 +4,7 @@ on tiny models (the figures themselves are in bench/RESULTS.md, measured on the 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tests.helpers import quick_config, train_params
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+import learning_curve  # noqa: E402
 import recipe_accuracy  # noqa: E402
 import train_bench  # noqa: E402
 
@@ -237,3 +239,51 @@ def test_flop_counts_match_the_270m_parameters_and_the_matmul_rate_is_measured()
         1.5 * flops.train_flops_per_token(config, 600, 0.05, lora=True))
     rate = flops.matmul_rate("cpu", torch.float32, size=256, seconds=0.2)
     assert 1e8 < rate < 1e13  # FLOP/s of this machine: between a phone from 2010 and a GPU
+
+
+def test_learning_curve_trains_the_demo_recipe_with_the_changes_asked_for():
+    from commands.demo import DEMO_PARAMS
+
+    values = learning_curve.train_values(str(ROOT / "params.yaml"), learning_curve.parse_sets(
+        ["train.lora.enabled=false", "train.lr=5e-5", "train.lora.target_modules=[q_proj, v_proj]"]), 300)
+    assert values["max_steps"] == 300 and values["lr"] == 5e-5 and values["lora"]["enabled"] is False
+    assert values["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert values["precision"] == DEMO_PARAMS["train.precision"]  # the demo's whole train recipe, precision too
+    assert values["detach_developer_turn"] is True and values["per_device_batch_size"] == 2
+    assert learning_curve.parse_checkpoints("200, 100,200", 300) == [100, 200, 300]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-steps", "10", "--checkpoints", "5,20"], "[20] outside 1..10"),
+    (["--max-steps", "10", "--checkpoints", "five"], "write optimizer steps separated by commas"),
+    (["--max-steps", "10", "--set", "eval.limit=3"], "write it as train.KEY=VALUE"),
+    (["--max-steps", "10", "--set", "train.max_steps=3"], "the run's length is --max-steps"),
+    (["--max-steps", "10", "--set", "train.lora.nope.r=3"], "params.yaml has no section 'nope'"),
+    (["--max-steps", "10", "--set", "train.lerning_rate=3"], "lerning_rate"),
+    (["--max-steps", "0"], "train at least one step"),
+])
+def test_learning_curve_rejects_bad_arguments_before_loading_anything(argv, message):
+    from pipeline.common import UserError
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        learning_curve.main([*argv, "--base", "/nonexistent"])
+
+
+def test_learning_curve_needs_the_validation_rows_it_judges(tiny_base, formatted_sample):
+    from pipeline.common import UserError
+
+    with pytest.raises(UserError, match=r"validation.jsonl holds no rows: hold validation rows out of train \(set format.validation_rows.*or pass --split eval"):
+        learning_curve.main(["--max-steps", "2", "--base", str(tiny_base), "--data-dir", str(formatted_sample)])
+
+
+def test_learning_curve_runs_end_to_end(tiny_base, formatted_sample, tmp_path, capsys):
+    out = tmp_path / "curve.json"
+    learning_curve.main(["--base", str(tiny_base), "--data-dir", str(formatted_sample), "--max-steps", "2",
+                         "--checkpoints", "1", "--split", "eval", "--rows", "2", "--json", str(out)])
+    curve = json.loads(out.read_text())
+    assert [p["step"] for p in curve["points"]] == [1, 2] and [p["rows_seen"] for p in curve["points"]] == [2, 4]
+    assert all(p["rows"] == 2 and 0 <= p["exact_match"] <= 1 and p["train_seconds"] > 0 for p in curve["points"])
+    assert curve["points"][0]["train_seconds"] < curve["points"][1]["train_seconds"]
+    printed = capsys.readouterr().out
+    assert "| step | rows trained on | epochs | train minutes | eval exact match | loss |" in printed
+    assert "(n = 2, 95% interval" in printed

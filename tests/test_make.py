@@ -93,5 +93,7 @@ def test_each_cpu_bench_target_runs_from_the_repository_root(tmp_path, tiny_base
     assert "notebook way: pipeline('text-generation')" in out and "| prefill8: 8 prompts prefilled together |" in out
     out = shell('make bench-accuracy SEEDS=1 BENCH_ARGS="--max-steps 2 --eval-rows 2"', repo, timeout=1200)
     assert "| exact_match, mean of 1 |" in out and "notebook, seed 42:" in out
+    out = shell('make learning-curve STEPS=2 CHECKPOINTS=1 BENCH_ARGS="--split eval --rows 2"', repo)
+    assert "| step | rows trained on | epochs | train minutes | eval exact match | loss |" in out and "| 1 | 2 |" in out
     out = shell('make bench-quant BENCH_ARGS="--recipes none --limit 2"', repo)
     assert "| none |" in out and "PyTorch (the eval stage's answers)" in out
