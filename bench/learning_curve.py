@@ -140,15 +140,12 @@ def merged_folder(checkpoint: Path, base: Path, lora: bool, out: Path) -> Path:
 
 
 def judge(folder: Path, rows: list[dict], eval_params) -> dict:
-    """Exact match (and the scoring summary) of one model folder on `rows`, as the eval stage computes it."""
+    """Exact match (and the scoring summary) of one model folder on `rows`: the eval stage's own evaluate_model."""
     from pipeline import scoring
-    from pipeline.generate import generate, load_model
+    from stages.eval import evaluate_model
 
-    model, tokenizer = load_model(folder, precision=eval_params.precision)
-    generation = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=eval_params.max_new_tokens,
-                          batch_size=eval_params.batch_size, progress=False)
-    scores = [scoring.score_row(r["target_calls"], text) for r, text in zip(rows, generation.texts)]
-    return {**scoring.summarize(scores), "eval_seconds": generation.seconds}
+    result = evaluate_model(folder, rows, list(range(len(rows))), eval_params.max_new_tokens, eval_params)
+    return {**scoring.summarize(result.scores), "eval_seconds": result.generation.seconds}
 
 
 def curve_lines(points: list[dict], train_rows: int, split: str) -> list[str]:
