@@ -75,8 +75,9 @@ def train_values(params_path: str, sets: dict[str, str], max_steps: int) -> dict
 
 
 def train_with_checkpoints(values: dict, base: Path, data_dir: Path, max_length: int, checkpoints: list[int],
-                           work: Path) -> dict[int, dict]:
-    """Train once, saving the weights at each checkpoint step: {step: {"folder", "train_seconds", "loss"}}."""
+                           work: Path) -> tuple[dict[int, dict], int]:
+    """Train once, saving the weights at each checkpoint step: ({step: {"folder", "train_seconds", "loss"}},
+    the number of train examples trained on)."""
     import gc
 
     from transformers import AutoTokenizer, TrainerCallback
@@ -122,7 +123,7 @@ def train_with_checkpoints(values: dict, base: Path, data_dir: Path, max_length:
     trainer.train()
     del trainer
     gc.collect()
-    return saved
+    return saved, len(examples)
 
 
 def merged_folder(checkpoint: Path, base: Path, lora: bool, out: Path) -> Path:
@@ -190,11 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.examples import read_examples, select_rows
 
     rows = select_rows(read_examples(judged), args.rows)
-    train_rows = len(read_examples(data_dir / "train.jsonl"))
     eval_params = load_params("eval", path=args.params)
     points = []
     with tempfile.TemporaryDirectory(prefix="learning-curve-") as tmp:
-        saved = train_with_checkpoints(values, base, data_dir, load_params("format", path=args.params).max_length,
+        saved, train_rows = train_with_checkpoints(values, base, data_dir, load_params("format", path=args.params).max_length,
                                        checkpoints, Path(tmp))
         rows_per_step = values["per_device_batch_size"] * values["gradient_accumulation_steps"]
         for step in checkpoints:
