@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 #   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: setup test test-slow repro convert demo sample clean-venv
+.PHONY: setup test test-integration test-slow repro convert demo sample clean-venv
 
 setup: $(VENV)/.installed  ## create .venv and install everything the pipeline and tests need
 
@@ -23,17 +23,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[convert,dev]"
 	touch $@
 
-test: setup  ## fast suite (unit, property, pipeline on tiny models)
+# Test tiers (tests/tiers.py; markers in pyproject.toml). An unmarked test that runs dvc, make, a training or an
+# export fails in the fast tier, naming the marker to add.
+test: setup  ## fast tier: pure, unit and property tests (under 3 minutes on 2 cores)
 	$(PYTEST) -q
 
-test-slow: setup  ## slow suite on the real 270M (minutes)
+test-integration: setup  ## integration tier: the pipeline through dvc and make, tiny trainings, exports (tiny models)
+	$(PYTEST) -q -m integration
+
+test-slow: setup  ## slow tier: the real 270M and every bench target
 	$(PYTEST) -q -m slow
 
 repro: setup  ## run the pipeline as configured in params.yaml (hub by default)
 	$(DVC) repro
 
-demo: setup  ## every stage offline on the real 270M, as a DVC experiment (~20 min on 2 cores); prints a table
-	$(PY) -m commands.demo
+# DEMO_ARGS: more `--set KEY=VALUE` overrides after the demo's recipe (the tests run it on the tiny model)
+DEMO_ARGS ?=
+demo: setup  ## every stage offline on the real 270M, as a DVC experiment (17.7 min on 2 cores); prints a table
+	$(PY) -m commands.demo $(DEMO_ARGS)
 
 convert: setup  ## the mobile artifact: models/litertlm/*.litertlm
 	$(DVC) repro convert_litertlm

@@ -17,16 +17,21 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = [
+    "tests.tiers",  # the test tiers and the rule that keeps `make test` fast
+    "pytester",  # tests/test_tiers.py runs a throwaway test file through that rule
+]
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "mobile_actions_sample.jsonl"
-# The golden conformance fixtures come with the team's shared material (../shared/fixtures beside the
-# repository, as CI has it); a clone from GitHub has no ../shared, and the tests that need them skip.
-FIXTURES = ROOT.parent / "shared" / "fixtures"
+# The golden conformance fixtures (FORMAT.md): three rows and the exact text the real FunctionGemma chat
+# template rendered for each, taken from Google's published notebook outputs. They are rendered facts of the
+# format, committed under tests/fixtures so every clone runs them (the team's ../shared/fixtures holds the
+# same files; tests/test_functiongemma.py checks they agree when it is there).
+FIXTURES = ROOT / "tests" / "fixtures"
 GOLDEN_ROWS = FIXTURES / "functiongemma_golden_rows.jsonl"
 GOLDEN_EXPECTED = FIXTURES / "functiongemma_golden_expected.json"
 GOLDEN_IDS = ["one_call", "two_calls", "openai_shape"]
-NO_GOLDEN = (f"the golden conformance fixtures are not here ({FIXTURES}): they come from the project's shared "
-             "folder (../shared/fixtures beside the repository, present in CI), not from the repository itself")
 
 
 def _golden_cases() -> list[tuple[dict, dict]]:
@@ -35,27 +40,20 @@ def _golden_cases() -> list[tuple[dict, dict]]:
 
 
 def pytest_generate_tests(metafunc):
-    """A test taking `golden_case` runs once per golden (row, {prompt, completion}) pair, or skips without them."""
+    """A test taking `golden_case` runs once per golden (row, {prompt, completion}) pair."""
     if "golden_case" in metafunc.fixturenames:
-        if GOLDEN_ROWS.exists() and GOLDEN_EXPECTED.exists():
-            metafunc.parametrize("golden_case", _golden_cases(), ids=GOLDEN_IDS)
-        else:
-            metafunc.parametrize("golden_case", [pytest.param(None, marks=pytest.mark.skip(reason=NO_GOLDEN))])
+        metafunc.parametrize("golden_case", _golden_cases(), ids=GOLDEN_IDS)
 
 
 @pytest.fixture(scope="session")
 def golden_rows() -> list[dict]:
     """The golden rows (Mobile Actions schema and the OpenAI-style shape)."""
-    if not GOLDEN_ROWS.exists():
-        pytest.skip(NO_GOLDEN)
     return [row for row, _ in _golden_cases()]
 
 
 @pytest.fixture(scope="session")
 def golden_expected() -> list[dict]:
     """{prompt, completion} the real chat template rendered for each golden row."""
-    if not GOLDEN_EXPECTED.exists():
-        pytest.skip(NO_GOLDEN)
     return [expected for _, expected in _golden_cases()]
 
 

@@ -204,6 +204,7 @@ def caller_converted(caller, tmp_path_factory) -> tuple[Path, dict]:
     return out / "litertlm", read_json(out / "convert.json")
 
 
+@pytest.mark.integration
 def test_outputs_are_the_bundle_and_the_asked_for_extras(caller_converted):
     out_dir, _ = caller_converted
     name = read_yaml(ROOT / "params.yaml")["convert"]["output_name"]
@@ -214,6 +215,7 @@ def test_outputs_are_the_bundle_and_the_asked_for_extras(caller_converted):
     assert (out_dir / f"{name}.tflite").read_bytes()[4:8] == b"TFL3"  # a TFLite flatbuffer
 
 
+@pytest.mark.integration
 def test_bundle_metadata_read_back(caller_converted):
     out_dir, _ = caller_converted
     meta = cv.describe_metadata(cv.read_llm_metadata(next(out_dir.glob("*.litertlm"))))
@@ -223,6 +225,7 @@ def test_bundle_metadata_read_back(caller_converted):
     assert meta["max_num_tokens"] == read_yaml(ROOT / "params.yaml")["convert"]["kv_cache_max_len"]
 
 
+@pytest.mark.integration
 def test_a_sound_bundle_passes_with_every_row_as_pytorch_answered_it(caller_converted):
     _, metrics = caller_converted
     assert metrics["rows_checked"] == 6 and metrics["exact_match_pytorch_n"] == 6
@@ -238,6 +241,7 @@ def test_a_sound_bundle_passes_with_every_row_as_pytorch_answered_it(caller_conv
     assert metrics["quantize"] == "none" and metrics["file_size_mb"] > 16 * 4  # float32 weights of 17M parameters
 
 
+@pytest.mark.integration
 def test_a_broken_export_fails_the_gate_and_is_deleted(caller, caller_converted, tmp_path):
     """The caller with its weights shuffled (what a silent tensor-name mismatch leaves), converted and
     judged against the caller's own predictions: the stage fails, the bundle is gone, the figures stay."""
@@ -262,6 +266,7 @@ def test_a_broken_export_fails_the_gate_and_is_deleted(caller, caller_converted,
     assert metrics["call_agreement_litertlm_raw"] < 0.5 and metrics["rows_broken_litertlm_app"] == 6
 
 
+@pytest.mark.integration
 def test_the_runtime_renders_the_golden_rows_as_we_do(caller_converted, golden_rows):
     """What the phone runtime renders for an app's conversation is what the model was trained on: the golden
     rows as they are, with a `system` turn instead of `developer`, and with every key order reversed
@@ -292,6 +297,7 @@ def test_an_architecture_the_converter_cannot_build_is_refused(tmp_path):
         cv.read_model_config(tmp_path)
 
 
+@pytest.mark.integration
 def test_not_enough_memory_stops_before_converting(caller, tmp_path, monkeypatch):
     monkeypatch.setattr(cv, "available_memory_bytes", lambda: int(0.5e9))
     monkeypatch.setattr(cv, "convert", lambda *a: pytest.fail("must not start the conversion"))
@@ -300,6 +306,7 @@ def test_not_enough_memory_stops_before_converting(caller, tmp_path, monkeypatch
     assert not (tmp_path / "litertlm").exists()
 
 
+@pytest.mark.integration
 def test_a_prompt_too_long_for_the_kv_cache_is_refused_before_converting(caller, tmp_path):
     params = write_params(tmp_path, **{"convert.kv_cache_max_len": 128, "convert.prefill_seq_lens": [64],
                                        "eval.max_new_tokens": 64})  # the caller's prompts are ~100 tokens

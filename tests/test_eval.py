@@ -296,6 +296,7 @@ def test_dvc_cmd_uses_only_known_arguments_and_declares_every_output():
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+@pytest.mark.integration
 def test_dvc_renders_the_plots_and_diffs_the_metrics(tmp_path):
     """`dvc plots show` draws the per-function bars and `dvc metrics diff --md` shows the change."""
     dvc = [sys.executable, "-m", "dvc"]

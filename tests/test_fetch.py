@@ -281,6 +281,7 @@ def test_hub_model_without_token_stops_before_downloading(tmp_path, monkeypatch)
         fetch.fetch_model(model_params(source="hub"), tmp_path / "base")
 
 
+@pytest.mark.integration
 def test_cli_bad_param_is_one_line_and_exit_2(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text().replace("source: hub             # hub (Hugging Face",

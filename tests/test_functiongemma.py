@@ -64,6 +64,17 @@ def test_golden_completions_parse_back_to_the_rows_calls(golden_case):
     assert parsed == ParsedOutput(calls_from_message(row["messages"][-1]), "", False)
 
 
+SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+@pytest.mark.skipif(not SHARED_FIXTURES.is_dir(), reason="no ../shared beside the repository (a user's clone)")
+@pytest.mark.parametrize("name", ["functiongemma_golden_rows.jsonl", "functiongemma_golden_expected.json"])
+def test_committed_golden_fixtures_are_the_teams_shared_ones(name):
+    """tests/fixtures holds the team's golden rows; where ../shared is beside the clone, the two copies agree."""
+    committed = Path(__file__).parent / "fixtures" / name
+    assert committed.read_bytes() == (SHARED_FIXTURES / name).read_bytes(), f"tests/fixtures/{name} differs from ../shared"
+
+
 # --------------------------------------------------------------------------- prompt rules
 
 

@@ -36,12 +36,17 @@ def test_every_dvc_param_key_exists_and_loads():
 
 
 def test_interpolated_paths_in_dvc_yaml_exist_in_params():
+    """Every ${key} dvc.yaml interpolates names a scalar of params.yaml (DVC would fail the whole graph otherwise)."""
     text = (ROOT / "dvc.yaml").read_text()
     raw = read_yaml(ROOT / "params.yaml")
-    for ref in re.findall(r"\$\{([^}]+)\}", text):
+    refs = re.findall(r"\$\{([^}]+)\}", text)
+    assert {"data.path", "eval.split"} <= set(refs)  # the interpolations dvc.yaml is known to make
+    for ref in refs:
         node = raw
         for part in ref.split("."):
+            assert isinstance(node, dict) and part in node, f"dvc.yaml interpolates ${{{ref}}} but params.yaml has no {ref}"
             node = node[part]
+        assert isinstance(node, (str, int, float)) and not isinstance(node, bool), f"${{{ref}}} is not a scalar: {node!r}"
 
 
 def test_every_params_key_has_a_comment():

@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import DVC, OFFLINE_TINY, ROOT, env, make_project, run, set_params
 
 
+@pytest.mark.integration
 def test_repro_fetch_format_then_nothing_changes(tmp_path):
     repo = make_project(tmp_path, OFFLINE_TINY)
     run(DVC + ["repro", "format"], repo)
@@ -46,6 +47,7 @@ def test_repro_fetch_format_then_nothing_changes(tmp_path):
     assert {r["function"] for r in json.loads((repo / "metrics/format_per_function.json").read_text())} >= {"show_map"}
 
 
+@pytest.mark.integration
 def test_repro_format_on_a_folder_of_mixed_shapes_and_file_types(tmp_path, mixed_folder):
     """Your own data: Mobile Actions, OpenAI-style and xLAM rows across JSONL, JSON and Parquet files."""
     repo = make_project(tmp_path, {"data.source": "local", "data.path": "mydata", "model.source": "tiny",
@@ -71,6 +73,7 @@ def test_repro_format_on_a_folder_of_mixed_shapes_and_file_types(tmp_path, mixed
 
 
 @pytest.mark.parametrize("bad, key", [({"model.source": "huggingface"}, "model.source")])
+@pytest.mark.integration
 def test_bad_param_fails_the_stage_before_work(tmp_path, bad, key):
     repo = make_project(tmp_path, dict(OFFLINE_TINY, **bad))
     result = subprocess.run(DVC + ["repro", "format"], cwd=repo, capture_output=True, text=True, timeout=600, env=env())

@@ -118,6 +118,7 @@ def snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
             if ".dvc/tmp" not in p.as_posix()}
 
 
+@pytest.mark.integration
 def test_push_uploads_model_tokenizer_litertlm_and_card(workspace, tiny_base, monkeypatch):
     hub = FakeHub(monkeypatch)
     before = snapshot(workspace, tiny_base)
@@ -155,6 +156,7 @@ def test_push_uploads_model_tokenizer_litertlm_and_card(workspace, tiny_base, mo
     assert all(SECRET.encode() not in p.read_bytes() for p in workspace.rglob("*") if p.is_file())
 
 
+@pytest.mark.integration
 def test_push_can_leave_out_the_litertlm(workspace, tiny_base, monkeypatch):
     hub = FakeHub(monkeypatch)
     push.main(push_args(workspace, tiny_base, "--no-include-litertlm"))
@@ -167,6 +169,7 @@ def test_push_can_leave_out_the_litertlm(workspace, tiny_base, monkeypatch):
 
 
 @pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.integration
 def test_params_edited_since_training_stop_the_push(workspace, tiny_base, monkeypatch, dry_run):
     """params.yaml moved on after `dvc repro train`: the card would name params that did not train the model."""
     hub = FakeHub(monkeypatch)
@@ -178,6 +181,7 @@ def test_params_edited_since_training_stop_the_push(workspace, tiny_base, monkey
     assert "run `dvc repro train`" in str(err.value) and hub.repos == [] and hub.commits == []
 
 
+@pytest.mark.integration
 def test_a_train_stage_that_never_ran_stops_the_push(workspace, tiny_base, monkeypatch):
     hub = FakeHub(monkeypatch)
     (workspace / "dvc.lock").unlink()
@@ -223,6 +227,7 @@ def test_the_eval_table_shows_intervals_rows_and_p_values():
      "cannot write to"),
     (httpx2.ConnectError("[Errno -3] Temporary failure in name resolution"), "cannot reach the Hugging Face Hub"),
 ])
+@pytest.mark.integration
 def test_hub_errors_become_one_sentence(workspace, tiny_base, monkeypatch, error, expected):
     hub = FakeHub(monkeypatch, fail=error)
     with pytest.raises(UserError, match=expected) as err:
@@ -231,6 +236,7 @@ def test_hub_errors_become_one_sentence(workspace, tiny_base, monkeypatch, error
     assert hub.commits == []
 
 
+@pytest.mark.integration
 def test_no_token_stops_before_any_hub_call(workspace, tiny_base, monkeypatch):
     hub = FakeHub(monkeypatch)
     monkeypatch.delenv("HF_TOKEN")
@@ -240,6 +246,7 @@ def test_no_token_stops_before_any_hub_call(workspace, tiny_base, monkeypatch):
     assert hub.repos == [] and hub.commits == []
 
 
+@pytest.mark.integration
 def test_a_file_holding_the_token_is_never_uploaded(workspace, tiny_base, monkeypatch, tmp_path):
     hub = FakeHub(monkeypatch)
     leaky = tmp_path / "leaky-model"
@@ -254,6 +261,7 @@ def test_a_file_holding_the_token_is_never_uploaded(workspace, tiny_base, monkey
     (["--include-litertlm"], lambda ws: shutil.rmtree(ws / "models/litertlm"), "run `make convert` first"),
     ([], lambda ws: (ws / "models/base/source.json").unlink(), "run `dvc repro fetch`"),
 ])
+@pytest.mark.integration
 def test_missing_inputs_are_one_sentence(workspace, tiny_base, monkeypatch, args, setup, expected):
     hub = FakeHub(monkeypatch)
     setup(workspace)
@@ -262,6 +270,7 @@ def test_missing_inputs_are_one_sentence(workspace, tiny_base, monkeypatch, args
     assert hub.repos == []
 
 
+@pytest.mark.integration
 def test_incomplete_model_folder_and_bad_repo_id(workspace, tmp_path, tiny_base):
     empty = tmp_path / "finetuned"
     empty.mkdir()
@@ -275,6 +284,7 @@ def test_incomplete_model_folder_and_bad_repo_id(workspace, tmp_path, tiny_base)
             push.check_repo_id(bad)
 
 
+@pytest.mark.integration
 def test_dry_run_prints_the_card_and_needs_no_token(workspace, tiny_base, monkeypatch, capsys):
     hub = FakeHub(monkeypatch)
     monkeypatch.delenv("HF_TOKEN")
@@ -299,6 +309,7 @@ def test_eval_table_renders_whatever_flat_keys_it_gets():
     assert "Not evaluated" in push.eval_section({})
 
 
+@pytest.mark.integration
 def test_make_push_without_repo_is_one_clear_error():
     # -n: even if the check were broken, make would only print what it would run
     result = subprocess.run(["make", "-n", "--no-print-directory", "push"], cwd=ROOT, capture_output=True, text=True, timeout=60)

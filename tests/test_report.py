@@ -162,6 +162,7 @@ def project(tmp_path_factory) -> Path:
     return repo
 
 
+@pytest.mark.integration
 def test_report_pairs_two_experiments_and_says_better(project):
     out = make(project, "report", "A=exp-1", "B=exp-2").stdout
 
@@ -200,6 +201,7 @@ def test_report_pairs_two_experiments_and_says_better(project):
     assert "max_steps" not in out  # unchanged params and metrics stay out of the review
 
 
+@pytest.mark.integration
 def test_report_says_within_noise_when_two_rows_differ(project):
     out = make(project, "report", "A=exp-1", "B=exp-3").stdout
 
@@ -211,6 +213,7 @@ def test_report_says_within_noise_when_two_rows_differ(project):
     assert "**Verdict (exact match):** within noise at n = 48 (+4.2 points, 95% interval [" in paired
 
 
+@pytest.mark.integration
 def test_report_says_when_the_sides_evaluated_different_rows(project):
     out = make(project, "report", "A=exp-1", "B=exp-4").stdout
 
@@ -223,6 +226,7 @@ def test_report_says_when_the_sides_evaluated_different_rows(project):
     assert table_row(section(out, "Headline"), "fine-tuned")[2] == share(24, 24)
 
 
+@pytest.mark.integration
 def test_report_defaults_to_main_vs_workspace_and_says_main_has_no_predictions(project):
     out = make(project, "report").stdout
 
@@ -239,6 +243,7 @@ def test_report_defaults_to_main_vs_workspace_and_says_main_has_no_predictions(p
     assert table_row(out, "metrics/eval.json", "exact_match_finetuned")[2:4] == ["-", "0.83333"]
 
 
+@pytest.mark.integration
 def test_dvc_metrics_show_lists_the_intervals(project):
     shown = run(DVC + ["metrics", "show", "--md"], project, stdout_only=True)
     header, _, *rows = table_rows(shown)
@@ -250,6 +255,7 @@ def test_dvc_metrics_show_lists_the_intervals(project):
     assert {"exact_match_delta_ci_low", "exact_match_delta_p_value", "no_call_accuracy_finetuned_n"} <= set(header)
 
 
+@pytest.mark.integration
 def test_report_unknown_revision_is_one_sentence(project):
     result = make(project, "report", "A=exp-1", "B=no-such-exp", check=False)
 
@@ -362,6 +368,7 @@ def run_step(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
                           env=dict(os.environ, DVC_NO_ANALYTICS="1", **env))
 
 
+@pytest.mark.integration
 def test_workflow_report_and_pull_steps_in_a_pr_checkout(project, tmp_path):
     """A clone (origin/main = the base branch) with one PR commit: the steps' own scripts, as the runner runs them."""
     clone = tmp_path / "clone"
