@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -26,14 +28,79 @@ class UserError(Exception):
     """
 
 
+class DropMessages(logging.Filter):
+    """A logger filter that drops the records whose message matches one of the patterns (re.search)."""
+
+    def __init__(self, *patterns: str) -> None:
+        super().__init__()
+        self.patterns = [re.compile(p) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(p.search(record.getMessage()) for p in self.patterns)
+
+
+class BelowWarning(logging.Filter):
+    """Drops records under WARNING; on the root logger it sees only what is logged on the root itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+# Known harmless warnings that torch and torchao log when a stage imports them (the root logger's basicConfig
+# handler would print torchao's in our format). Each is dropped by its logger and message, so any other
+# warning of these libraries still shows.
+QUIET_MESSAGES: dict[str, DropMessages] = {
+    # torchao (imported by transformers' quantizer registry; the pipeline never quantizes with it): its
+    # optional prebuilt kernels for another Python (_C_mxfp8.cpython-310) or a GPU architecture (_C_cutlass_90a)
+    # fail to load, and torchao goes on without them.
+    "torchao": DropMessages(r"^Failed to load \S*/torchao/_C\w*\.\S*so: "),
+    # torchao: a CPU torch has no Triton, so torchao's Triton int8 matmul kernels are off (we don't call them).
+    "torchao.kernel.intmm": DropMessages(r"Detected no triton"),
+    # torch (printed in torch's own W-format): torchao 0.18 registers its enums (KernelPreference,
+    # ScaleCalculationMode) as pytree constants, which torch 2.13 deprecates; torchao's to change, not ours.
+    "torch.utils._pytree": DropMessages(r"is an Enum subclass and is now natively supported by torch\.compile"),
+}
+# Libraries whose INFO/DEBUG chatter goes (their warnings stay), unless the user sets the library's own
+# verbosity variable, which then decides. datasets logs "JAX version ... available." (INFO) and
+# "PyTorch version ... available." (DEBUG) while it imports, before it applies DATASETS_VERBOSITY itself;
+# jax logs "Unable to initialize backend 'tpu'" (INFO) when the converter lowers ops through it on a CPU.
+QUIET_LIBRARIES = {"datasets": "DATASETS_VERBOSITY", "jax": "JAX_LOGGING_LEVEL"}
+# litert-torch ("Use JAX lowering: aten.mm", one per op) and ai-edge-quantizer ("Serializing model...")
+# call logging.info() on the root logger; our loggers all have names, so this filter never sees our lines.
+ROOT_BELOW_WARNING = BelowWarning()
+# warnings.warn() calls of libraries, by (category, message start, module that warns): our own calls use the
+# current names, these come from inside other libraries.
+QUIET_WARNINGS = [
+    # peft 0.21 (wrapping the model for LoRA) and trl read transformers 5's deprecated alias of
+    # `is_activation_checkpointing`: the value is right, the name is theirs to update.
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated", r"transformers\.modeling_utils"),
+]
+
+
+def quiet_libraries() -> None:
+    """Silence the known third-party noise above; install before torch & co. are imported (run_main does).
+
+    Filters live on the libraries' loggers, which survive the handlers torch's logging sets up on import.
+    """
+    for name, quiet in QUIET_MESSAGES.items():
+        logging.getLogger(name).addFilter(quiet)  # the same object each time: added once
+    for name, env_var in QUIET_LIBRARIES.items():
+        if not os.environ.get(env_var):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger().addFilter(ROOT_BELOW_WARNING)
+    for category, message, module in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Progress to stderr through `logging`, one format for every stage."""
+    """Progress to stderr through `logging`, one format for every stage; known library noise dropped."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    quiet_libraries()
 
 
 def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:

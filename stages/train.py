@@ -377,7 +377,9 @@ def sft_config(params: TrainParams, checkpoint_dir: Path, precision: str, optim:
         padding_free=params.padding_free,
         completion_only_loss=True,
         loss_type=params.loss_type,
-        gradient_checkpointing=params.gradient_checkpointing,
+        # transformers 5's name; `gradient_checkpointing` is its deprecated alias (a FutureWarning when given,
+        # and TRL defaults it to True): set this one and the alias mirrors it
+        activation_checkpointing=params.gradient_checkpointing,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         eval_strategy="steps" if has_eval else "no",
