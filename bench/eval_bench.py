@@ -106,6 +106,7 @@ def run_ours(label: str, model, tokenizer, prompts: list[str], *, max_new_tokens
 def run_library(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int) -> Run:
     """transformers' batched generate: the same length-sorted batches, left-padded, greedy, the same stop ids."""
     import torch
+    from tqdm import tqdm
 
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -114,7 +115,7 @@ def run_library(model, tokenizer, prompts: list[str], *, max_new_tokens: int, ba
     new_tokens = [0] * len(prompts)
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     started, cpu = time.perf_counter(), time.process_time()
-    with torch.inference_mode():
+    with torch.inference_mode(), tqdm(total=len(prompts), desc="library generate", unit="ex") as bar:
         for batch in length_sorted_batches(lengths, batch_size):
             enc = tokenizer([prompts[i] for i in batch], add_special_tokens=False, padding=True, return_tensors="pt")
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
@@ -123,6 +124,7 @@ def run_library(model, tokenizer, prompts: list[str], *, max_new_tokens: int, ba
                 end = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
                 texts[i] = tokenizer.decode(row[:end], skip_special_tokens=False, clean_up_tokenization_spaces=False)
                 new_tokens[i] = end
+            bar.update(len(batch))
     return Run("library: transformers generate", texts, time.perf_counter() - started, time.process_time() - cpu,
                new_tokens=new_tokens)
 

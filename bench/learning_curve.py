@@ -10,7 +10,7 @@ steps, its learning-rate schedule (warmup, cosine) spread over those steps. At e
 judged with the eval stage's code on the rows of --split (default: validation.jsonl, the train rows
 `format.validation_rows` holds out, never the held-out eval rows a result is reported on). Prints,
 per checkpoint, the rows trained on, the training minutes so far and exact match with its row count
-and 95% interval.
+and 95% interval; while training, a line on stderr every 10% of the steps or every minute.
 
 What it answers: how many training minutes a target accuracy takes on this machine, and whether a
 longer run still pays. A checkpoint before the last is taken while the learning rate is still above
@@ -37,6 +37,7 @@ from pipeline.layout import stage_path  # noqa: E402
 from pipeline.params import as_dict, load_params, parse_section  # noqa: E402
 from pipeline.stats import describe_accuracy  # noqa: E402
 from recipe_accuracy import apply_overrides  # noqa: E402
+from train_bench import add_step_progress  # noqa: E402
 
 
 def parse_checkpoints(text: str, max_steps: int) -> list[int]:
@@ -116,6 +117,7 @@ def train_with_checkpoints(values: dict, base: Path, data_dir: Path, max_length:
 
     trainer = train.build_trainer(params, base, tokenizer, examples, [], config)
     trainer.add_callback(Checkpoints())
+    add_step_progress(trainer)  # a line every 10% of the steps or every minute, to stderr
     print(f"training {params.max_steps} steps of {params.per_device_batch_size} x {params.gradient_accumulation_steps} "
           f"rows ({len(examples)} train rows; LoRA {params.lora.enabled}, lr {params.lr}, {params.lr_scheduler}, "
           f"warmup {params.warmup_ratio}, {precision}, detach_developer_turn {params.detach_developer_turn}) ... "

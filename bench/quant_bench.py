@@ -12,14 +12,16 @@ the PyTorch answers of data/eval/predictions.jsonl). Prints file size, conversio
 memory, the runtime's load time, prefill and decode tokens/s and peak memory, and exact match both
 ways with its 95% interval and its paired change against PyTorch (`--constrained`: also the app way
 with the runtime's constrained decoding, and on how many rows it changes the calls). The other convert.* params are
-params.yaml's. Reads the model folder, the eval rows and the predictions; writes nothing unless --json
-is given (the bundles live in a temporary folder).
+params.yaml's. Each child's phase (converting, judging) and the runtime's rows done come to stderr as
+they happen, prefixed `[dynamic_int8]`. Reads the model folder, the eval rows and the predictions; writes
+nothing unless --json is given (the bundles live in a temporary folder).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 import tempfile
@@ -34,6 +36,7 @@ from pipeline.layout import stage_path  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from train_bench import run_in_child  # noqa: E402
 
+log = logging.getLogger("bench")
 RECIPES = ("dynamic_int8", "weight_only_int8", "dynamic_int4_block32", "none")  # convert.quantize's choices
 
 
@@ -47,7 +50,11 @@ def run_child(spec_path: Path) -> None:
                                  constrained_decoding=spec["constrained"])
     max_new_tokens = load_params("eval", path=spec["params"]).max_new_tokens
     rows = cv.checked_rows(read_examples(Path(spec["data"])), cv.read_predictions(Path(spec["predictions"])), spec["limit"])
+    log.info("converting %s with quantize %s (litert-torch; minutes)", spec["model"], spec["recipe"])
     bundle, seconds, peak_mb = cv.write_bundle(Path(spec["model"]), work / "out", params)
+    log.info("converted in %.0f s (%.1f MB); judging %d rows through the LiteRT-LM runtime: raw prompt, as an app "
+             "calls it%s", seconds, bundle.stat().st_size / 1e6, len(rows),
+             ", constrained" if params.constrained_decoding else "")
     judged, runtime = cv.run_bundle(bundle, rows, params, max_new_tokens)
     if params.constrained_decoding:  # does the constraint change anything? (rows whose calls differ from the free app way)
         free, constrained = judged.scores["litertlm_app"], judged.scores["litertlm_app_constrained"]

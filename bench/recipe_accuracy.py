@@ -19,7 +19,9 @@ The hyperparameters are the offline demo's (commands/demo.py DEMO_PARAMS: LoRA, 
 135 steps of 2 rows; `--max-steps` shortens the run: the notebook recipe took 14-24 s a step on the
 2-core CPU, bench/RESULTS.md), which learn the task on a CPU in minutes; the notebook's own schedule
 (2 epochs of full fine-tuning at lr 1e-5) needs a GPU. What is compared is how a step is
-computed, which is what the fast recipe changes. Each recipe runs in its own process.
+computed, which is what the fast recipe changes. Each recipe runs in its own process, whose progress
+comes to stderr as it happens, prefixed `[ours seed 43]`: a training line every 10% of the steps or every
+minute (step, loss, time so far and left), then the eval's rows done.
 The guard holds when our mean exact match is at most 2 points below the notebook recipe's
 (GUARD_POINTS); with one seed per recipe a gap is read against nothing, so the spread between
 seeds and the interval are printed beside it (at lr 1e-3 with LoRA dropout, two runs of one
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -46,8 +49,9 @@ from pipeline.common import UserError, read_json, run_main, write_json  # noqa: 
 from pipeline.layout import stage_path  # noqa: E402
 from pipeline.params import as_dict, load_params, parse_section  # noqa: E402
 from pipeline.stats import paired_difference, seeded_difference  # noqa: E402
-from train_bench import NOTEBOOK, model_forward_loss, notebook_precision, run_in_child  # noqa: E402
+from train_bench import NOTEBOOK, add_step_progress, model_forward_loss, notebook_precision, run_in_child  # noqa: E402
 
+log = logging.getLogger("bench")
 RECIPES = ("notebook", "ours")
 GUARD_POINTS = 2.0  # ours may fall at most this far below the notebook recipe's mean exact match, points
 SIDE_BY_SIDE = ("exact_match", "function_name_accuracy", "argument_f1", "normalized_match")
@@ -129,6 +133,7 @@ def run_child(spec_path: Path) -> None:
         trainer.compute_loss = types.MethodType(model_forward_loss, trainer)
     losses = Losses()
     trainer.add_callback(losses)
+    add_step_progress(trainer)
     started = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - started
@@ -137,9 +142,10 @@ def run_child(spec_path: Path) -> None:
     gc.collect()
 
     rows = select_rows(read_examples(data / "eval.jsonl"), spec["eval_rows"])
+    log.info("trained in %.0f s; evaluating %d held-out rows", train_seconds, len(rows))
     model, tokenizer = load_model(work / "model")
     generation = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=spec["max_new_tokens"],
-                          batch_size=spec["batch_size"], progress=False)
+                          batch_size=spec["batch_size"])  # its bar: rows done / total, time so far and left
     scores = [scoring.score_row(r["target_calls"], text) for r, text in zip(rows, generation.texts)]
     write_json(work / "result.json", {
         "recipe": spec["recipe"], "seed": params.seed, "precision": precision, "train_seconds": train_seconds,
@@ -249,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"skip_prompt_logits {values['skip_prompt_logits']}, detach_developer_turn "
                       f"{values['detach_developer_turn']}) ... load average "
                       f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
-                r = run_in_child(__file__, spec)
+                r = run_in_child(__file__, spec, f"{recipe} seed {seed}")
                 runs[recipe].append(r)
                 print(f"  trained in {r['train_seconds']:.0f} s ({r['precision']}), evaluated {r['rows']} rows in "
                       f"{r['eval_seconds']:.0f} s: exact match {r['exact_match']:.1%}", flush=True)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import random
@@ -60,6 +61,11 @@ from pipeline.common import UserError, read_json, run_main, write_json  # noqa: 
 from flops import matmul_rate, train_flops_per_token  # noqa: E402
 from pipeline.layout import stage_path  # noqa: E402
 from pipeline.params import TrainParams, as_dict, load_params, parse_section  # noqa: E402
+
+log = logging.getLogger("bench")
+PROGRESS_PARTS = 10  # a child run says where it is every 10% of its steps ...
+PROGRESS_SECONDS = 60  # ... or every minute, whichever comes first (a 20-minute run: about 20 lines)
+TAIL_CHARS = 3000  # of a failed child's output, in the error
 
 # FunctionGemma 270M = Gemma 3 270M's architecture (config.json of google/functiongemma-270m-it).
 GEMMA3_270M = dict(
@@ -159,6 +165,58 @@ def model_forward_loss(trainer, model, inputs, return_outputs=False, num_items_i
     return (outputs.loss, outputs) if return_outputs else outputs.loss
 
 
+def duration(seconds: float) -> str:
+    """'45 s' under two minutes, else '6.9 min'."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def progress_due(step: int, total: int, last_step: int, seconds_since: float) -> bool:
+    """Whether a run at optimizer step `step` of `total` says so: on its first and last step, when
+    PROGRESS_PARTS-th of the steps or PROGRESS_SECONDS have passed since the line at `last_step`."""
+    return (step in (1, total) or step - last_step >= max(total // PROGRESS_PARTS, 1)
+            or seconds_since >= PROGRESS_SECONDS)
+
+
+def progress_line(step: int, total: int, loss: float | None, seconds: float) -> str:
+    """'step 40/135 (30%), loss 1.2345, 2.6 min so far, about 6.1 min left' (the time left at the pace so far)."""
+    loss_text = "-" if loss is None else f"{loss:.4f}"
+    return (f"step {step}/{total} ({step / total:.0%}), loss {loss_text}, {duration(seconds)} so far, "
+            f"about {duration(seconds / step * (total - step))} left")
+
+
+def add_step_progress(trainer) -> None:
+    """Log progress_line (to stderr, through `logging`) when progress_due, in place of the per-log dict
+    transformers prints with its bar disabled (every logging step, to stdout)."""
+    from transformers import PrinterCallback, TrainerCallback
+
+    class StepProgress(TrainerCallback):
+        def on_train_begin(self, args_, state, control, **kwargs):
+            self.started = self.last_time = time.perf_counter()
+            self.last_step, self.loss, self.waiting = 0, None, False
+
+        def on_step_end(self, args_, state, control, **kwargs):
+            now = time.perf_counter()
+            if progress_due(state.global_step, state.max_steps, self.last_step, now - self.last_time):
+                self.last_step, self.last_time = state.global_step, now
+                if control.should_log:  # this step's loss comes to on_log, right after
+                    self.waiting = True
+                else:
+                    self.say(state)
+
+        def on_log(self, args_, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.loss = logs["loss"]
+                if self.waiting:
+                    self.say(state)
+
+        def say(self, state):
+            self.waiting = False
+            log.info(progress_line(state.global_step, state.max_steps, self.loss, time.perf_counter() - self.started))
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(StepProgress())
+
+
 def run_child(args: argparse.Namespace) -> None:
     import resource
 
@@ -210,6 +268,7 @@ def run_child(args: argparse.Namespace) -> None:
         trainer.compute_loss = types.MethodType(model_forward_loss, trainer)
     recorder = Recorder()
     trainer.add_callback(recorder)
+    add_step_progress(trainer)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -291,27 +350,42 @@ def recipe_flops(model: Path, examples: Path, params: dict[str, TrainParams]) ->
             for name, p in params.items()}
 
 
-def run_in_child(script: str, spec: dict) -> dict:
+def run_in_child(script: str, spec: dict, label: str | None = None) -> dict:
     """Run `script --child spec.json` in a fresh process in spec["work"]; its result.json.
 
-    A process per run gives each its own peak memory and no state left by the one before.
+    A process per run gives each its own peak memory and no state left by the one before. The child's
+    output (stdout and stderr, one stream) goes to this process's stderr as it comes, each line prefixed
+    with `label` (default: the recipe); its progress bars refresh once a minute (TQDM_* set the defaults
+    of every tqdm bar in the child; a pipe would get a line per refresh). A child that fails raises with
+    the last TAIL_CHARS of its output.
     """
     work = Path(spec["work"])
     write_json(work / "spec.json", spec)
-    proc = subprocess.run([sys.executable, script, "--child", str(work / "spec.json")], cwd=work,
-                          capture_output=True, text=True)
+    prefix = f"  [{label or spec['recipe']}] "
+    env = {"TQDM_MININTERVAL": str(PROGRESS_SECONDS), "TQDM_MAXINTERVAL": str(PROGRESS_SECONDS), **os.environ,
+           "PYTHONUNBUFFERED": "1"}  # the user's own TQDM_* win; unbuffered: print()s come out when they happen
+    tail, previous = "", None
+    # text mode reads "\r" as a line end: each refresh of a progress bar is a line
+    with subprocess.Popen([sys.executable, script, "--child", str(work / "spec.json")], cwd=work, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+        for line in proc.stdout:
+            tail = (tail + line)[-TAIL_CHARS:]
+            line = line.rstrip()
+            if line and line != previous:  # a bar closing repeats its last refresh
+                print(prefix + line, file=sys.stderr, flush=True)
+            previous = line
     if proc.returncode:
-        raise RuntimeError(f"recipe {spec['recipe']} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"recipe {spec['recipe']} failed:\n{tail}")
     return read_json(work / "result.json")
 
 
 def run_one(recipe: str, params: TrainParams, model: Path, examples: Path, args: argparse.Namespace, work: Path,
-            max_length: int) -> dict:
+            max_length: int, label: str) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"{recipe.strip('+-')}-", dir=work))
     started = time.perf_counter()
     result = run_in_child(__file__, {"recipe": recipe, "params": as_dict(params), "model": str(model),
                                      "examples": str(examples), "warmup": args.warmup, "steps": args.steps,
-                                     "work": str(run_dir), "max_length": max_length})
+                                     "work": str(run_dir), "max_length": max_length}, label)
     result["wall_seconds"] = time.perf_counter() - started
     return result
 
@@ -391,7 +465,8 @@ def main(argv: list[str] | None = None) -> None:
         results = []
         for round_ in range(args.rounds):
             for recipe in recipes if round_ % 2 == 0 else recipes[::-1]:
-                result = run_one(recipe, params[recipe], model, examples, args, work, max_length)
+                result = run_one(recipe, params[recipe], model, examples, args, work, max_length,
+                                 f"{recipe} round {round_ + 1}")
                 result["flops_per_second"] = result["tokens_per_second"] * per_token[recipe]
                 result["share_of_matmul_rate"] = result["flops_per_second"] / rates[rate_key(result)]
                 results.append(result)

@@ -10,11 +10,13 @@ one named set of overrides each. Every experiment's params are validated first (
 the sweep before anything runs); then each is queued with `dvc exp run --queue -n sweep-<name>
 -S ... eval` (the pipeline up to eval: fetch and format come from DVC's run-cache after the first),
 `dvc queue start` runs them one at a time (two trainings on two cores would only slow each other),
-and when the queue is empty the table is printed: experiment, the overrides that differ, exact
-match on the validation rows with n and its 95% interval, and train minutes. The validation rows are
-train rows the format stage held out (format.validation_rows), never the held-out eval split, so
-choosing a recipe by them leaves the eval figures honest. `dvc exp show` lists the experiments
-afterwards; `dvc exp apply sweep-<name>` brings one into the workspace.
+each experiment's line (validation exact match with n, train minutes) is printed as soon as it
+finishes (`dvc queue logs -f sweep-<name>` follows the running one's log), and when the queue is empty
+the table: experiment, the overrides that differ, exact match on the validation rows with n and its
+95% interval, and train minutes. The validation rows are train rows the format stage held out
+(format.validation_rows), never the held-out eval split, so choosing a recipe by them leaves the eval
+figures honest. `dvc exp show` lists the experiments afterwards; `dvc exp apply sweep-<name>` brings
+one into the workspace.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from commands.experiments import check_overrides, check_repository, dvc, environment, experiment_rev, read_at, set_args
 from pipeline.common import UserError, run_main
@@ -36,6 +38,7 @@ log = logging.getLogger("sweep")
 
 PREFIX = "sweep-"
 POLL_SECONDS = 20
+WAIT_LINE_SECONDS = 300  # while nothing changes in the queue, a "still waiting" line every 5 minutes
 
 
 def read_grid(path: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
@@ -73,26 +76,44 @@ def queue_status(root: Path) -> str:
     return subprocess.run(dvc("queue", "status"), cwd=root, env=environment(), capture_output=True, text=True).stdout
 
 
-def wait_for_queue(root: Path, names: list[str]) -> None:
-    """Until no experiment of ours is queued or running in `dvc queue status`."""
+def task_lines(status: str, names: list[str]) -> list[tuple[str, str]]:
+    """(name, status) of each task of ours in `dvc queue status` (columns: task, name, created, status)."""
+    ours = {PREFIX + n: n for n in names}
+    return [(ours[fields[1]], fields[-1]) for fields in map(str.split, status.splitlines())
+            if len(fields) > 2 and fields[1] in ours]
+
+
+def wait_for_queue(root: Path, names: list[str], on_finished: Callable[[str], None] = lambda name: None) -> None:
+    """Until no experiment of ours is queued or running in `dvc queue status`; `on_finished(name)` once for each
+    as soon as it is neither (done or failed)."""
     started = time.perf_counter()
+    finished: set[str] = set()
+    said, said_at = None, 0.0
     while True:
         status = queue_status(root)
-        lines = [line for line in status.splitlines() if any(f"{PREFIX}{n}" in line for n in names)]
-        pending = [line for line in lines if "Queued" in line or "Running" in line]
-        if pending and not any("Running" in line for line in pending) and "Worker status: 0 active, 0 idle" in status:
+        tasks = task_lines(status, names)
+        pending = [(name, state) for name, state in tasks if state in ("Queued", "Running")]
+        for name in names:
+            if name not in finished and all(n != name for n, _ in pending):
+                finished.add(name)
+                on_finished(name)
+        if pending and not any(state == "Running" for _, state in pending) and "Worker status: 0 active, 0 idle" in status:
             # DVC's worker can stop with tasks still queued (seen after a `dvc queue remove` of another task):
             # without a new one the sweep would wait forever.
             log.warning("no DVC queue worker is running while %d experiment(s) wait: starting one (dvc queue start -j 1)",
                         len(pending))
             subprocess.run(dvc("queue", "start", "-j", "1"), cwd=root, env=environment(), check=True)
         if not pending:
-            failed = [line.split()[1] if len(line.split()) > 1 else line for line in lines if "Failed" in line]
+            failed = sorted({PREFIX + name for name, state in tasks if state == "Failed"})
             if failed:
                 log.warning("failed experiments (see `dvc queue logs NAME`): %s", ", ".join(failed))
             return
-        log.info("%d of %d experiments still queued or running (%.0f min so far)", len(pending), len(names),
-                 (time.perf_counter() - started) / 60)
+        running = [PREFIX + name for name, state in pending if state == "Running"]
+        now = time.perf_counter()
+        if (len(pending), running) != said or now - said_at >= WAIT_LINE_SECONDS:  # not one line every poll for hours
+            log.info("%d of %d experiments still queued or running (%.0f min so far)%s", len(pending), len(names),
+                     (now - started) / 60, f"; follow {running[0]} with `dvc queue logs -f {running[0]}`" if running else "")
+            said, said_at = (len(pending), running), now
         time.sleep(POLL_SECONDS)
 
 
@@ -105,6 +126,14 @@ def result_row(root: Path, name: str, metrics_path: str, train_path: str) -> dic
     return {"name": name, "failed": not evals, "exact": evals.get("exact_match_finetuned"),
             "n": evals.get("rows_finetuned", evals.get("exact_match_finetuned_n")),
             "train_minutes": (train.get("runtime_seconds") or 0) / 60, "steps": train.get("steps")}
+
+
+def finished_line(r: dict) -> str:
+    """One experiment's figure, printed as soon as it finishes."""
+    if r["failed"]:
+        return f"{PREFIX}{r['name']}: no result (failed: see `dvc queue logs {PREFIX}{r['name']}`)"
+    return (f"{PREFIX}{r['name']}: validation exact match {describe_accuracy(r['exact'], r['n'])}, "
+            f"{r['train_minutes']:.1f} train minutes")
 
 
 def table(results: list[dict], experiments: dict[str, dict[str, str]]) -> str:
@@ -154,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         print("$ dvc queue start -j 1", file=sys.stderr, flush=True)
         subprocess.run(dvc("queue", "start", "-j", "1"), cwd=root, env=environment(), check=True)
-        wait_for_queue(root, list(experiments))
+        wait_for_queue(root, list(experiments), lambda name: print(
+            finished_line(result_row(root, name, metrics_path, train_path)), flush=True))
     print(table([result_row(root, n, metrics_path, train_path) for n in experiments], experiments))
 
 

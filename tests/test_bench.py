@@ -74,6 +74,7 @@ def test_notebook_loss_from_full_logits_equals_the_fused_head(tiny_base, tiny_to
     assert fused > 5 and full == pytest.approx(fused, rel=1e-5)
 
 
+@pytest.mark.integration  # tiny trainings
 def test_train_bench_runs_and_reports_the_same_losses(tmp_path, capsys):
     out = tmp_path / "bench.json"
     train_bench.main(["--synthetic", "--tiny", "--steps", "1", "--warmup", "1", "--rounds", "1", "--batch-size", "1",
@@ -83,7 +84,97 @@ def test_train_bench_runs_and_reports_the_same_losses(tmp_path, capsys):
     assert set(summary) == {"notebook", "ours"} and summary["notebook"]["ratio"] == 1.0
     assert all(run["steps"] == 1 and run["tokens"] > 500 for run in report["runs"])
     assert summary["ours"]["losses"] == pytest.approx(summary["notebook"]["losses"], rel=1e-4)
-    assert "| ours |" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "| ours |" in captured.out
+    assert "  [notebook round 1] " in captured.err and "bench INFO step 2/2 (100%)" in captured.err
+
+
+# A child as run_in_child runs one: `script --child spec.json`, output on stdout and stderr, result.json at the end.
+CHILD = """
+import json, sys, time
+from pathlib import Path
+
+spec = json.loads(Path(sys.argv[2]).read_text())
+print("loading")  # stdout, not flushed
+print("step 1/2", file=sys.stderr)
+sys.stderr.write("\\rgenerate 1/2\\rgenerate 2/2\\rgenerate 2/2\\n")  # a tqdm bar in a pipe, closing
+time.sleep(spec["pause"])
+print("step 2/2", file=sys.stderr)
+if spec["fail"]:
+    print("x" * 5000, file=sys.stderr)
+    sys.exit("out of memory")
+Path(spec["work"], "result.json").write_text(json.dumps({"done": True}))
+"""
+
+
+def run_tiny_child(tmp_path, label=None, pause=0.0, fail=False) -> dict:
+    (tmp_path / "child.py").write_text(CHILD)
+    return train_bench.run_in_child(str(tmp_path / "child.py"), {"recipe": "ours", "work": str(tmp_path), "pause": pause,
+                                                                 "fail": fail}, label)
+
+
+def test_run_in_child_streams_the_childs_output_to_stderr_with_its_label(tmp_path, capfd):
+    assert run_tiny_child(tmp_path, "ours seed 43") == {"done": True}
+    captured = capfd.readouterr()
+    assert captured.err.splitlines() == ["  [ours seed 43] loading", "  [ours seed 43] step 1/2",
+                                         "  [ours seed 43] generate 1/2", "  [ours seed 43] generate 2/2",
+                                         "  [ours seed 43] step 2/2"]
+    assert captured.out == ""
+
+
+def test_run_in_child_passes_each_line_on_as_it_comes(tmp_path, monkeypatch):
+    import time
+
+    arrived = []
+
+    class Clock:  # stands in for stderr: when did each line get here?
+        def write(self, text):
+            arrived.append((time.perf_counter(), text))
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Clock())
+    run_tiny_child(tmp_path, pause=1.0)
+    when = {text.strip(): t for t, text in arrived if text.strip()}
+    assert when["[ours] step 2/2"] - when["[ours] step 1/2"] > 0.8  # not all at the end
+
+
+def test_a_failing_child_raises_with_the_tail_of_its_output(tmp_path, capfd):
+    with pytest.raises(RuntimeError) as failure:
+        run_tiny_child(tmp_path, fail=True)
+    message = str(failure.value)
+    assert message.startswith("recipe ours failed:\n")
+    assert message.endswith("out of memory\n") and len(message) == len("recipe ours failed:\n") + train_bench.TAIL_CHARS
+    assert "  [ours] out of memory" in capfd.readouterr().err  # and the user saw it as it came
+
+
+def test_a_progress_bar_in_a_child_refreshes_once_a_minute_not_per_row(tmp_path, capfd):
+    (tmp_path / "child.py").write_text(
+        "import json, sys, time\nfrom pathlib import Path\nfrom tqdm import tqdm\n"
+        "for _ in tqdm(range(40), desc='rows'):\n    time.sleep(0.02)\n"  # 0.8 s: 8 refreshes at tqdm's default 0.1 s
+        "Path(json.loads(Path(sys.argv[2]).read_text())['work'], 'result.json').write_text('{}')\n")
+    train_bench.run_in_child(str(tmp_path / "child.py"), {"recipe": "ours", "work": str(tmp_path)})
+    bar = [line for line in capfd.readouterr().err.splitlines() if line.startswith("  [ours] rows:")]
+    assert [line.split("|")[0] for line in bar] == ["  [ours] rows:   0%", "  [ours] rows: 100%"]
+
+
+def test_a_training_child_says_where_it_is_about_every_tenth_or_minute():
+    def lines(total: int, seconds_per_step: float) -> list[int]:
+        said, last_step, last_time = [], 0, 0.0
+        for step in range(1, total + 1):
+            now = step * seconds_per_step
+            if train_bench.progress_due(step, total, last_step, now - last_time):
+                said, last_step, last_time = said + [step], step, now
+        return said
+
+    assert lines(135, 4.0) == [1, 14, 27, 40, 53, 66, 79, 92, 105, 118, 131, 135]  # 10% = 13 steps = 52 s
+    assert lines(135, 20.0)[:4] == [1, 4, 7, 10]  # the notebook's slow steps: a line a minute
+    assert len(lines(5000, 0.01)) == 11  # thousands of fast steps: still about ten lines (1, 501, ..., 4501, 5000)
+    assert lines(2, 1.0) == [1, 2]
+    assert train_bench.progress_line(40, 135, 1.23456, 156.0) == (
+        "step 40/135 (30%), loss 1.2346, 2.6 min so far, about 6.2 min left")
+    assert train_bench.progress_line(1, 2, None, 3.0) == "step 1/2 (50%), loss -, 3 s so far, about 3 s left"
 
 
 def test_train_bench_rejects_unknown_recipes():
@@ -153,10 +244,11 @@ def test_guard_fails_three_points_below_and_warns_about_one_seed():
 
 def test_guard_trains_each_recipe_once_per_seed_alternating(tiny_base, formatted_sample, tmp_path, monkeypatch, capsys):
     """main() with the child runs replaced: which runs it asks for, and what it prints and writes from them."""
-    asked = []
+    asked, labels = [], []
 
-    def fake_child(script, spec):
+    def fake_child(script, spec, label):
         asked.append((spec["recipe"], spec["train"]["seed"], spec["eval_rows"]))
+        labels.append(label)
         right = [True] * 3 + [False] * 1 if spec["recipe"] == "ours" else [True] * 2 + [False] * 2
         return {**run_of(spec["train"]["seed"], right), "rows": 4, "eval_seconds": 1.0, "losses": [2.0, 1.5],
                 "precision": "fp32"}
@@ -167,6 +259,7 @@ def test_guard_trains_each_recipe_once_per_seed_alternating(tiny_base, formatted
                           "--seeds", "3", "--json", str(out)])
     assert asked == [("notebook", 42, 4), ("ours", 42, 4), ("notebook", 43, 4), ("ours", 43, 4), ("notebook", 44, 4),
                      ("ours", 44, 4)]
+    assert labels[:2] == ["notebook seed 42", "ours seed 42"]  # what prefixes each run's streamed progress
     written = json.loads(out.read_text())
     assert [r["seed"] for r in written["runs"]["ours"]] == [42, 43, 44]
     assert written["comparison"]["difference"]["exact_match"] == pytest.approx(0.25)
@@ -177,6 +270,7 @@ def test_guard_trains_each_recipe_once_per_seed_alternating(tiny_base, formatted
     assert "(mean of 3 seed(s) each): the guard (ours at most 2 points below) holds" in printed
 
 
+@pytest.mark.integration  # tiny trainings
 def test_accuracy_guard_runs_end_to_end(tiny_base, formatted_sample, tmp_path, capsys):
     out = tmp_path / "guard.json"
     recipe_accuracy.main(["--base", str(tiny_base), "--data-dir", str(formatted_sample), "--eval-rows", "2",
@@ -188,7 +282,12 @@ def test_accuracy_guard_runs_end_to_end(tiny_base, formatted_sample, tmp_path, c
     # LoRA dropout draws different masks for padded and padding-free tensors: close, not equal
     assert ours["losses"] == pytest.approx(notebook["losses"], rel=2e-2)
     assert results["comparison"]["rows"] == 2 and len(results["comparison"]["per_seed"]) == 1
-    assert "one seed per recipe says nothing of run-to-run noise: use --seeds 3" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "one seed per recipe says nothing of run-to-run noise: use --seeds 3" in captured.out
+    # each child's progress reached stderr as it ran, with its run's label: training steps, then the eval's rows
+    streamed = [line for line in captured.err.splitlines() if line.startswith("  [ours seed 42] ")]
+    assert any("bench INFO step 2/2 (100%), loss " in line and " left" in line for line in streamed)
+    assert any("generate: 100%" in line and "2/2 [" in line for line in streamed)
 
 
 @pytest.mark.slow
@@ -276,7 +375,9 @@ def test_learning_curve_needs_the_validation_rows_it_judges(tiny_base, formatted
         learning_curve.main(["--max-steps", "2", "--base", str(tiny_base), "--data-dir", str(formatted_sample)])
 
 
-def test_learning_curve_runs_end_to_end(tiny_base, formatted_sample, tmp_path, capsys):
+@pytest.mark.integration  # tiny trainings
+def test_learning_curve_runs_end_to_end(tiny_base, formatted_sample, tmp_path, capsys, caplog):
+    caplog.set_level("INFO", logger="bench")
     out = tmp_path / "curve.json"
     learning_curve.main(["--base", str(tiny_base), "--data-dir", str(formatted_sample), "--max-steps", "2",
                          "--checkpoints", "1", "--split", "eval", "--rows", "2", "--json", str(out)])
@@ -287,3 +388,4 @@ def test_learning_curve_runs_end_to_end(tiny_base, formatted_sample, tmp_path, c
     printed = capsys.readouterr().out
     assert "| step | rows trained on | epochs | train minutes | eval exact match | loss |" in printed
     assert "(n = 2, 95% interval" in printed
+    assert [r.getMessage().split(",")[0] for r in caplog.records if r.name == "bench"] == ["step 1/2 (50%)", "step 2/2 (100%)"]

@@ -52,6 +52,7 @@ def test_the_demo_grid_validates():
         check_overrides(ROOT, {**base, **overrides})
 
 
+@pytest.mark.integration  # dvc
 def test_a_bad_key_stops_the_sweep_before_anything_is_queued(tmp_path):
     repo = make_project(tmp_path, OFFLINE_TINY)
     (repo / "grid.yaml").write_text(GRID.replace("train.lr: 0.001", "train.learning_rate: 0.001"))
@@ -60,6 +61,7 @@ def test_a_bad_key_stops_the_sweep_before_anything_is_queued(tmp_path):
     assert "Queued" not in run(DVC + ["queue", "status"], repo)
 
 
+@pytest.mark.integration  # dvc
 def test_sweep_runs_the_grid_in_dvcs_queue_and_tabulates_validation_exact_match(tmp_path):
     repo = make_project(tmp_path, OFFLINE_TINY)
     (repo / "grid.yaml").write_text(GRID)
@@ -68,6 +70,9 @@ def test_sweep_runs_the_grid_in_dvcs_queue_and_tabulates_validation_exact_match(
     table = [line for line in out.splitlines() if line.startswith("| sweep-")]
     assert sorted(line.split(" | ")[0] for line in table) == ["| sweep-adapters", "| sweep-fast"]
     assert all("% (n = 4, 95% interval" in line for line in table)  # the 4 validation rows eval judged
+    finished = [line for line in out.splitlines() if line.startswith("sweep-")]  # each one's figure as it finished
+    assert sorted(line.split(":")[0] for line in finished) == ["sweep-adapters", "sweep-fast"]
+    assert all("validation exact match" in line and "% (n = 4, 95% interval" in line for line in finished)
     shown = json.dumps(json.loads(run(DVC + ["exp", "show", "--json"], repo, stdout_only=True)))
     assert "sweep-fast" in shown and "sweep-adapters" in shown
     again = run([sys.executable, "-m", "commands.sweep", "--grid", "grid.yaml", "--collect"], repo)
@@ -90,3 +95,33 @@ def test_a_queue_left_without_a_worker_gets_one(monkeypatch):
     monkeypatch.setattr(sweep, "POLL_SECONDS", 0)
     sweep.wait_for_queue(Path("."), ["a", "b"])
     assert started == [["queue", "start", "-j", "1"]]
+
+
+def test_each_experiment_is_reported_as_soon_as_it_finishes(monkeypatch, caplog):
+    """on_finished runs once per experiment, at the first poll where it is neither queued nor running (names
+    matched whole: sweep-lr finishing is not sweep-lr-2e-3); the waiting line only when the queue changes."""
+    head, workers = "Task  Name  Created  Status\n", "\nWorker status: 1 active, 0 idle\n"
+    statuses = iter([
+        head + "ab1  sweep-lr  02:37 AM  Running\nab2  sweep-lr-2e-3  02:37 AM  Queued\n" + workers,
+        head + "ab1  sweep-lr  02:37 AM  Running\nab2  sweep-lr-2e-3  02:37 AM  Queued\n" + workers,
+        head + "ab1  sweep-lr  02:37 AM  Success\nab2  sweep-lr-2e-3  02:37 AM  Running\n" + workers,
+        head + "ab1  sweep-lr  02:37 AM  Success\nab2  sweep-lr-2e-3  02:37 AM  Failed\n" + workers,
+    ])
+    events = []
+    monkeypatch.setattr(sweep, "queue_status", lambda root: (events.append("poll"), next(statuses))[1])
+    monkeypatch.setattr(sweep, "POLL_SECONDS", 0)
+    caplog.set_level("INFO", logger="sweep")
+    sweep.wait_for_queue(Path("."), ["lr", "lr-2e-3"], on_finished=events.append)
+    assert events == ["poll", "poll", "poll", "lr", "poll", "lr-2e-3"]
+    waiting = [r.getMessage() for r in caplog.records if "still queued" in r.getMessage()]
+    assert len(waiting) == 2  # the second poll changed nothing: no line
+    assert waiting[0].startswith("2 of 2 experiments") and "`dvc queue logs -f sweep-lr`" in waiting[0]
+    assert "failed experiments (see `dvc queue logs NAME`): sweep-lr-2e-3" in caplog.text
+
+
+def test_a_finished_experiment_is_one_line_with_its_figure():
+    row = {"name": "fast", "failed": False, "exact": 0.75, "n": 60, "train_minutes": 8.46, "steps": 135}
+    assert sweep.finished_line(row) == ("sweep-fast: validation exact match 75.0% (n = 60, 95% interval 62.8-84.2%), "
+                                        "8.5 train minutes")
+    assert sweep.finished_line({"name": "fast", "failed": True}) == (
+        "sweep-fast: no result (failed: see `dvc queue logs sweep-fast`)")
