@@ -173,6 +173,7 @@ class TrainParams:
     logging_steps: int = ranged(1)
     seed: int = ranged(0)
     torch_compile: bool
+    num_processes: int = ranged(1)
     lora: LoraParams
 
     def check(self) -> list[str]:

@@ -4,7 +4,8 @@
     python -m stages.train --params params.yaml --data-dir data/formatted --base-model models/base \\
         --out-dir models/finetuned --checkpoint-dir models/checkpoints \\
         --metrics metrics/train.json --live-dir metrics/train
-    accelerate launch --config_file CFG.yaml -m stages.train ...same arguments...   # several GPUs/nodes
+    dvc exp run -S train.num_processes=4 train      # 4 processes (GPUs): the stage relaunches itself (pipeline/launch.py)
+    accelerate launch --config_file CFG.yaml -m stages.train ...same arguments...   # or by hand: several GPUs/nodes
 
 Under `accelerate launch` (DDP, FSDP, DeepSpeed: whatever the accelerate config says) every
 process runs this module; the main process alone writes fingerprint.json, the dvclive files, the
@@ -69,6 +70,8 @@ import logging
 import math
 import resource
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,7 @@ from pipeline.codebase import ROOT, code_closure
 from pipeline.common import UserError, digest_files, package_versions, read_json, run_main, run_record, write_json
 from pipeline.examples import read_examples, select_rows
 from pipeline.hardware import detect_device, train_precision
+from pipeline.launch import accelerate_config_file, check_devices, launch_command, launched_processes
 from pipeline.params import FormatParams, TrainParams, as_dict, load_params
 
 log = logging.getLogger("train")
@@ -544,10 +548,36 @@ def prepare_run(args: argparse.Namespace, run_id: str, state: Any) -> tuple[Path
     return resume, live
 
 
+def launch_processes(params: TrainParams, argv: list[str]) -> bool:
+    """With train.num_processes > 1 and not yet launched: run this stage under `accelerate launch` with that
+    many processes and wait for them (True); inside a launched run, or for one process, do nothing (False)."""
+    launched = launched_processes()
+    if launched is not None:
+        if params.num_processes > 1 and launched != params.num_processes:
+            log.warning("train.num_processes is %d, but this run was launched with %d processes: training on %d",
+                        params.num_processes, launched, launched)
+        return False
+    if params.num_processes == 1:
+        return False
+    check_devices(params.num_processes)
+    config = accelerate_config_file()
+    cmd = launch_command(params.num_processes, "stages.train", argv, config)
+    log.info("train.num_processes = %d: %s", params.num_processes,
+             " ".join(["accelerate launch", *cmd[3:]]) + (f" (the launch follows {config})" if config else ""))
+    returncode = subprocess.run(cmd).returncode
+    if returncode != 0:
+        raise UserError(f"the {params.num_processes} training processes failed (exit {returncode}); their log above "
+                        "names the reason")
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     params: TrainParams = load_params("train", path=args.params)
     max_length = load_params("format", path=args.params).max_length
+    if launch_processes(params, argv):
+        return
     from accelerate import PartialState
     from transformers import AutoTokenizer
 

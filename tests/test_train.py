@@ -251,6 +251,7 @@ def test_detached_developer_turn_keeps_the_loss_and_trains_through_the_conversat
     assert differ  # the gradient leaves out the cached positions' share of it
 
 
+@pytest.mark.integration
 def test_a_detached_developer_turn_run_trains(tiny_base, formatted_sample, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rows = sample_rows(formatted_sample, "train", 2) * 4
@@ -353,6 +354,7 @@ def test_live_metric_names():
 # ---------------------------------------------------------------- training runs (in process)
 
 
+@pytest.mark.integration
 def test_training_changes_weights_and_lowers_loss(tiny_base, formatted_sample, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # dvclive must not write a dvc.yaml anywhere
     rows = sample_rows(formatted_sample, "train", 2) * 4  # a handful of repeated examples
@@ -394,6 +396,7 @@ def test_training_changes_weights_and_lowers_loss(tiny_base, formatted_sample, t
     assert (tmp_path / "models/checkpoints/.gitignore").read_text().strip().endswith("*")
 
 
+@pytest.mark.integration
 def test_lora_run_is_merged_into_a_plain_model(tiny_base, formatted_sample, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rows = sample_rows(formatted_sample, "train", 4)
@@ -418,6 +421,7 @@ def test_lora_run_is_merged_into_a_plain_model(tiny_base, formatted_sample, tmp_
 # ---------------------------------------------------------------- under dvc
 
 
+@pytest.mark.integration
 def test_dvc_repro_resumes_after_a_kill_then_is_up_to_date(tiny_base, formatted_sample, tmp_path):
     repo = make_repo(tmp_path, dict(QUICK, **{"train.max_steps": 8, "train.eval_steps": 100}), tiny_base, formatted_sample)
     killed_at = start_and_kill_after_first_checkpoint(repo, DVC + ["repro", "--single-item", "train"])
@@ -444,6 +448,7 @@ def test_dvc_repro_resumes_after_a_kill_then_is_up_to_date(tiny_base, formatted_
         assert f"metrics/train/plots/metrics/{name}.tsv" in plots, name
 
 
+@pytest.mark.integration
 def test_forced_rerun_after_a_finished_run_trains_from_the_start(tiny_base, formatted_sample, tmp_path):
     """A finished run's checkpoint and fingerprint must never be "resumed": that would train nothing and
     ship the old weights as new ones."""
@@ -459,6 +464,7 @@ def test_forced_rerun_after_a_finished_run_trains_from_the_start(tiny_base, form
     assert steps == [1, 2, 3, 4]  # a new history, not the old one continued
 
 
+@pytest.mark.integration
 def test_a_change_to_the_train_code_starts_over_instead_of_resuming(tiny_base, formatted_sample, tmp_path):
     repo = make_repo(tmp_path, dict(QUICK, **{"train.max_steps": 30, "train.eval_steps": 100}), tiny_base, formatted_sample)
     killed_at = start_and_kill_after_first_checkpoint(repo, DVC + ["repro", "--single-item", "train"])
@@ -472,6 +478,7 @@ def test_a_change_to_the_train_code_starts_over_instead_of_resuming(tiny_base, f
     assert (metrics["resumed_from_step"], metrics["steps_trained"]) == (0, 30)
 
 
+@pytest.mark.integration
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_base, formatted_sample, tmp_path, monkeypatch):
     """Interrupted right after its first checkpoint, then resumed, a run must end where one that never stopped
     ends. Tolerance: none (bitwise equal). On the CPU, with the same thread count, every kernel here is
@@ -508,6 +515,7 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tiny_base, 
     assert resumed["train_loss"] == straight["train_loss"]
 
 
+@pytest.mark.integration
 def test_dvc_exp_run_set_lr_takes_effect(tmp_path):
     """The whole offline pipeline (sample rows, tiny model) under `dvc exp run -S train.lr=2e-5`."""
     repo = make_project(tmp_path, {**OFFLINE_TINY, **QUICK, "train.max_steps": 2, "train.eval_steps": 100})
@@ -526,6 +534,7 @@ def test_dvc_exp_run_set_lr_takes_effect(tmp_path):
 # ---------------------------------------------------------------- accelerate
 
 
+@pytest.mark.integration
 def test_accelerate_launch_two_cpu_processes_train_what_one_process_trains(tiny_base, formatted_sample, tmp_path):
     """Two processes of 2 rows each (DDP over gloo) take the same optimizer steps as one process of 4 rows:
     the same rows per step, gradients averaged over all of their tokens. So the losses agree (to 1e-5) and
@@ -566,11 +575,49 @@ def test_accelerate_launch_two_cpu_processes_train_what_one_process_trains(tiny_
     assert json.loads((two / "models/checkpoints/fingerprint.json").read_text())["finished"] is True
 
 
+@pytest.mark.integration
+def test_dvc_repro_trains_on_the_processes_params_yaml_asks_for(tmp_path):
+    """`train.num_processes: 2`: `dvc repro train` runs the stage, which relaunches itself under accelerate with two
+    processes (CPU, gloo); dvc.lock records the run with the param, and the metrics say two processes trained."""
+    repo = make_project(tmp_path, {**OFFLINE_TINY, **QUICK, "train.max_steps": 2, "train.eval_steps": 100,
+                                   "train.save_strategy": "epoch", "train.num_processes": 2})
+    out = sh(DVC + ["repro", "train"], repo, timeout=600)
+    assert "train.num_processes = 2: accelerate launch --num_processes 2" in out
+    metrics = json.loads((repo / "metrics/train.json").read_text())
+    assert (metrics["world_size"], metrics["effective_batch_size"], metrics["steps"]) == (2, 4, 2)
+    import yaml
+
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train"]
+    assert lock["params"]["params.yaml"]["train"]["num_processes"] == 2
+    assert sh(DVC + ["status", "train"], repo).strip().endswith("Data and pipelines are up to date.")
+
+
+def test_one_process_or_an_already_launched_run_does_not_launch_again(monkeypatch, caplog):
+    monkeypatch.setattr(train.subprocess, "run", lambda *a, **kw: pytest.fail("launched"))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert train.launch_processes(train_params(num_processes=1), []) is False
+    monkeypatch.setenv("WORLD_SIZE", "3")  # a process of a run `accelerate launch` started by hand
+    assert train.launch_processes(train_params(num_processes=2), []) is False
+    assert "train.num_processes is 2, but this run was launched with 3 processes: training on 3" in caplog.text
+
+
+def test_launch_follows_an_accelerate_config_or_runs_plain_ddp(tmp_path):
+    from pipeline.launch import launch_command
+
+    plain = launch_command(2, "stages.train", ["--params", "params.yaml"])
+    assert plain[1:] == ["-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1", "--multi_gpu",
+                         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "stages.train", "--params", "params.yaml"]
+    config = tmp_path / "fsdp.yaml"
+    configured = launch_command(4, "stages.train", [], config)
+    assert configured[3:] == ["--num_processes", "4", "--num_machines", "1", "--config_file", str(config), "-m", "stages.train"]
+
+
 @pytest.mark.parametrize("overrides", [
     {"packing": True, "padding_free": True},
     {"loss_type": "dft", "attn_implementation": "sdpa", "warmup_ratio": 0.5, "weight_decay": 0.1},
     {"gradient_checkpointing": True, "optim": "adamw_torch", "lr_scheduler": "linear"},
 ], ids=["packing", "dft-sdpa-warmup", "checkpointing-linear"])
+@pytest.mark.integration
 def test_options_reach_trl_and_train(tiny_base, tiny_tokenizer, tmp_path, monkeypatch, overrides, golden_expected):
     import math
 
