@@ -85,7 +85,7 @@ learning-curve: setup  ## validation exact match as training goes on: one STEPS-
 sample:  ## regenerate the committed synthetic sample (deterministic)
 	$(PY) data/sample/generate.py
 
-clean-venv:
+clean-venv:  ## delete .venv (make setup builds it again)
 	rm -rf $(VENV)
 
 # Review and sharing. `report` compares two revisions or experiments, row by row (what the PR workflow posts);
@@ -104,3 +104,21 @@ endif
 endif
 push: setup  ## share the fine-tuned model on the Hugging Face Hub: make push REPO=user/name [PRIVATE=1]
 	$(PY) -m commands.push --repo "$(REPO)" $(if $(PRIVATE),--private)
+
+# Reading the experiments: one row each in 80 columns (commands/experiments_table.py; its docstring has the
+# raw `dvc exp show` command that gives a readable markdown table).
+.PHONY: experiments help
+experiments: setup  ## one row per experiment in 80 columns: exact match and interval, the bundle's, train minutes, changed params: make experiments [ALL=1] [SORT=exact|app|minutes] [MD=1]
+	@$(PY) -m commands.experiments_table $(if $(ALL),--all) $(if $(SORT),--sort "$(SORT)") $(if $(MD),--md)
+
+# A bare `make` lists the targets (`make setup` is the install, as the README says).
+.DEFAULT_GOAL := help
+help:  ## list the targets and what each does (also what a bare `make` prints)
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { name[++n] = $$1; text[n] = $$2; if (length($$1) > w) w = length($$1) } \
+	END { indent = sprintf("%" (w + 3) "s", ""); \
+		for (t = 1; t <= n; t++) { \
+			line = sprintf("  %-" w "s", name[t]); words = split(text[t], word, " "); \
+			for (i = 1; i <= words; i++) { \
+				if (i > 1 && length(line) + 1 + length(word[i]) > 80) { print line; line = indent word[i] } \
+				else line = line " " word[i] } \
+			print line } }' $(MAKEFILE_LIST)

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     bundle_dir = fetch_output(root, rev, str(stage_path("convert_litertlm", "--out-dir")), args.out / args.name)
     bundles = sorted(bundle_dir.glob("*.litertlm"))
     print()
-    print(f"Demo experiment {args.name} ({(time.perf_counter() - clock) / 60:.1f} min); see `dvc exp show`.")
+    print(f"Demo experiment {args.name} ({(time.perf_counter() - clock) / 60:.1f} min); see `make experiments`.")
     print(summary_table(eval_metrics, convert_metrics, bundles[0] if bundles else None, times, params))
 
 
