@@ -58,6 +58,7 @@ import importlib.util
 import io
 import json
 import logging
+import os
 import re
 import resource
 import shutil
@@ -304,7 +305,37 @@ def tflite_schema_alias() -> Iterator[None]:
             sys.modules.pop(name, None)
 
 
-UNDOCUMENTED = re.compile(r"\[ERROR\] `\w+` is part of \S+'s signature, but not documented")
+# What importing litert-torch prints that is no news to a user: transformers' docstring check on model code
+# litert-torch bundles ("[ERROR] `x` is part of Qwen3_5TextConfig.__init__'s signature, but not documented", a
+# note to that code's authors, on stdout), and two lines of the C++ libraries' own logging on file descriptor 2
+# (absl's notice that it logs to stderr before being set up, and oneDNN's "custom operations are on").
+IMPORT_NOISE = re.compile(r"^\[ERROR\] `\w+` is part of \S+'s signature, but not documented"
+                          r"|^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+                          r"|^I\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on")
+
+
+@contextlib.contextmanager
+def quiet_import(noise: re.Pattern) -> Iterator[None]:
+    """Everything printed inside the block, on stdout or straight to file descriptor 2 (C++ logging), goes to
+    stderr afterwards, less the lines `noise` matches."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    printed = io.StringIO()
+    with tempfile.TemporaryFile() as logged:
+        os.dup2(logged.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(printed):
+                yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            logged.seek(0)
+            lines = logged.read().decode("utf-8", errors="replace").splitlines(keepends=True)
+            lines += printed.getvalue().splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not noise.search(line)))
+            sys.stderr.flush()
 
 
 def export_bundle(model_dir: Path, work_dir: Path, params: ConvertParams) -> Path:
@@ -313,13 +344,8 @@ def export_bundle(model_dir: Path, work_dir: Path, params: ConvertParams) -> Pat
     metadata_path.write_bytes(build_llm_metadata(params.kv_cache_max_len).SerializeToString())
     # litert-torch reports its progress (and its import its warnings) with print(): send them to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        imported = io.StringIO()
-        with tflite_schema_alias(), contextlib.redirect_stdout(imported):
+        with tflite_schema_alias(), quiet_import(IMPORT_NOISE):
             from litert_torch.generative.export_hf import export as export_hf
-        # transformers' docstring check prints "[ERROR] `x` is part of Qwen3_5TextConfig.__init__'s signature,
-        # but not documented" for model code litert-torch bundles: a note to that code's authors, not an error.
-        print("".join(line for line in imported.getvalue().splitlines(keepends=True) if not UNDOCUMENTED.match(line)),
-              end="")
 
         export_hf.export(
             model=str(model_dir),

@@ -362,3 +362,20 @@ def test_runtime_threads_default_to_the_cores_this_process_may_use():
 
     assert runtime_threads(3) == 3
     assert runtime_threads(0) == len(os.sched_getaffinity(0))
+
+
+def test_the_litert_import_noise_is_dropped_and_everything_else_reaches_stderr(capfd):
+    """quiet_import: stdout prints and C++ logging on file descriptor 2 both come out on stderr, less the known
+    import noise (the lines below are the ones litert-torch's import printed in the demo's log)."""
+    import os
+
+    noise = ["[ERROR] `mlp_only_layers` is part of Qwen3_5TextConfig.__init__'s signature, but not documented. Make sure to add it",
+             "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+             "I0000 00:00:1796699923.101604   11279 port.cc:153] oneDNN custom operations are on. You may see slightly"]
+    kept = ["E0000 00:00:1796699923.2   11279 model.cc:1] a real C++ error", "a line litert-torch prints"]
+    with cv.quiet_import(cv.IMPORT_NOISE):
+        os.write(2, (noise[1] + "\n" + noise[2] + "\n" + kept[0] + "\n").encode())
+        print(noise[0])
+        print(kept[1])
+    out, err = capfd.readouterr()
+    assert out == "" and err.splitlines() == kept
