@@ -111,6 +111,15 @@ push: setup  ## share the fine-tuned model on the Hugging Face Hub: make push RE
 experiments: setup  ## one row per experiment in 80 columns: exact match and interval, the bundle's, train minutes, changed params: make experiments [ALL=1] [SORT=exact|app|minutes] [MD=1]
 	@$(PY) -m commands.experiments_table $(if $(ALL),--all) $(if $(SORT),--sort "$(SORT)") $(if $(MD),--md)
 
+ifneq ($(filter apply,$(MAKECMDGOALS)),)
+ifeq ($(EXP),)
+$(error name the experiment to apply: make apply EXP=name (make experiments lists them))
+endif
+endif
+.PHONY: apply
+apply: setup  ## bring an experiment into the workspace (as dvc exp apply, also one that ran only some stages, as a sweep's): make apply EXP=name
+	@$(PY) -m commands.apply "$(EXP)"
+
 # A bare `make` lists the targets (`make setup` is the install, as the README says).
 .DEFAULT_GOAL := help
 help:  ## list the targets and what each does (also what a bare `make` prints)

@@ -15,8 +15,8 @@ finishes (`dvc queue logs -f sweep-<name>` follows the running one's log), and w
 the table: experiment, the overrides that differ, exact match on the validation rows with n and its
 95% interval, and train minutes. The validation rows are train rows the format stage held out
 (format.validation_rows), never the held-out eval split, so choosing a recipe by them leaves the eval
-figures honest. `dvc exp show` lists the experiments afterwards; `dvc exp apply sweep-<name>` brings
-one into the workspace.
+figures honest. `make experiments` lists the experiments afterwards; `make apply EXP=sweep-<name>` brings
+one into the workspace (plain `dvc exp apply` stops on the bundle such an experiment did not make).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The Makefile and the README's commands, run as a user runs them: from the repository root of a copy of
-the project, in a shell whose PATH has no virtual environment on it (tiny model, offline).
+"""The Makefile run as a user runs it: from the repository root of a copy of the project, in a shell whose
+PATH has no virtual environment on it (tiny model, offline). tests/test_readme.py runs the README's
+commands with these helpers.
 
 `.venv` in the copy is a link to this test run's environment, older than pyproject.toml is made to look,
 so `make` finds it set up and installs nothing.
@@ -47,30 +48,12 @@ def shell(command: str, repo: Path, timeout: int = 900) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_the_shell_really_has_no_environment(tmp_path):
     repo = user_checkout(tmp_path, OFFLINE_TINY)
     found = subprocess.run(["bash", "-c", "command -v dvc || true; python3 -c 'import ruamel' 2>&1 || true"], cwd=repo,
                            capture_output=True, text=True, env=plain_shell_env()).stdout
     assert str(VENV) not in found  # neither the project's dvc nor its python is reachable without make or activate
-
-
-@pytest.mark.skipif(not (VENV / ".installed").exists(), reason="needs an environment made by `make setup`")
-def test_make_repro_and_the_readme_exp_line_work_from_a_plain_shell(tmp_path):
-    """`make repro` runs all five stages with the environment first on PATH; the README's way for direct
-    `dvc` calls (activate once per shell) runs `dvc exp run -S train.lr=2e-5` as written there."""
-    repo = user_checkout(tmp_path, QUICK_PIPELINE)
-    out = shell("make repro", repo)
-    for stage in ("fetch", "format", "train", "eval", "convert_litertlm"):
-        assert f"Running stage '{stage}'" in out, stage
-    assert next((repo / "models/litertlm").glob("*.litertlm"))
-    readme = (ROOT / "README.md").read_text()
-    activate, exp_line = "source .venv/bin/activate", "dvc exp run -S train.lr=2e-5"
-    assert activate in readme and exp_line in readme  # the lines run here are the README's
-    out = shell(f"{activate} && {exp_line}", repo)
-    assert "Running stage 'train'" in out and "Running stage 'fetch'" not in out
-    trained = json.loads(subprocess.run(["git", "show", "HEAD:metrics/train.json"], cwd=repo, capture_output=True, text=True).stdout
-                         or (repo / "metrics/train.json").read_text())
-    assert trained["lr"] == 2e-5
 
 
 @pytest.mark.slow  # two minutes of tiny benchmarks; `make test-slow`
