@@ -81,6 +81,13 @@ def estimate_left(done: dict[str, float], running: str) -> float:
     return pace * sum(EXPECTED_SECONDS[s] for s in STAGES[STAGES.index(running):])
 
 
+# `dvc exp run --temp` checks the outputs out into its fresh copy before running, and warns about each output
+# that has no hash yet ("No file hash info found for '<copy>/models/base'. It won't be created."): in a
+# fresh clone, every one of them, each then made by its stage. No news to the user, so not shown.
+TEMP_CHECKOUT_NOTICE = re.compile(r"^WARNING: No file hash info found for '[^']*[/\\]\.dvc[/\\]tmp[/\\]exps[/\\][^']*'\. "
+                                  r"It won't be created\.$")
+
+
 def run_experiment(root: Path, name: str, params: dict[str, str]) -> dict[str, float]:
     """Run the pipeline as a temporary experiment, streaming its log; returns seconds per stage.
 
@@ -92,6 +99,8 @@ def run_experiment(root: Path, name: str, params: dict[str, str]) -> dict[str, f
     times: dict[str, float] = {}
     current, started, clock = None, time.perf_counter(), time.perf_counter()
     for line in stream(cmd, root):
+        if TEMP_CHECKOUT_NOTICE.match(line):
+            continue
         sys.stderr.write(line)
         match = re.match(r"Running stage '([^']+)'|Stage '([^']+)' is cached", line)
         if match:

@@ -70,3 +70,19 @@ def test_demo_needs_a_dvc_git_repository(tmp_path):
     (tmp_path / ".dvc").mkdir()
     with pytest.raises(UserError, match="at least one commit"):
         check_repository(tmp_path)
+
+
+def test_the_experiments_log_is_relayed_less_dvcs_notices_about_its_fresh_copy(monkeypatch, capsys):
+    """`dvc exp run --temp` warns about every output its fresh copy has no hash for yet (the stages then make
+    them): the demo drops exactly those lines, and times the stages from the rest."""
+    copy = "/home/u/functiongemma/.dvc/tmp/exps/standalone/tmp0r2fw5zm"
+    log = [f"WARNING: No file hash info found for '{copy}/models/base'. It won't be created.\n",
+           f"WARNING: No file hash info found for '{copy}/data/raw'. It won't be created.\n",
+           "Running stage 'fetch':\n",
+           "WARNING: No file hash info found for '/home/u/functiongemma/models/base'. It won't be created.\n",
+           "Running stage 'format':\n"]
+    monkeypatch.setattr(demo, "stream", lambda cmd, root: iter(log))
+    times = demo.run_experiment(Path("."), "demo-x", {})
+    err = capsys.readouterr().err
+    assert ".dvc/tmp/exps" not in err and log[3] in err  # a warning about the user's own workspace still shows
+    assert "Running stage 'fetch':" in err and set(times) == {"fetch", "format"}
