@@ -197,6 +197,7 @@ def stage_args(tmp_path: Path, params: Path, data: Path, base: Path, finetuned: 
             "--predictions", str(out / "predictions.jsonl"), "--record", str(out / "record.json")]
 
 
+@pytest.mark.integration  # the eval stage on two tiny models
 def test_stage_on_tiny_models_writes_every_declared_output(tmp_path, tiny_base, formatted_sample):
     args = stage_args(tmp_path, eval_params(tmp_path), formatted_sample / "eval.jsonl", tiny_base, tiny_base)
     eval_stage.main(args)

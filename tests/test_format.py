@@ -426,6 +426,7 @@ def mutated_rows(draw) -> bytes:
 random_lines = st.one_of(st.binary(max_size=40), JSON_VALUES.map(lambda v: json.dumps(v).encode()), mutated_rows())
 
 
+@pytest.mark.integration  # 100 runs of the format stage (~30 s)
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(entries=st.lists(st.tuples(st.booleans(), random_lines), min_size=1, max_size=8),
        on_invalid=st.sampled_from(["skip", "error"]))
