@@ -39,7 +39,7 @@ repro: setup  ## run the pipeline as configured in params.yaml (hub by default)
 
 # DEMO_ARGS: more `--set KEY=VALUE` overrides after the demo's recipe (the tests run it on the tiny model)
 DEMO_ARGS ?=
-demo: setup  ## every stage offline on the real 270M, as a DVC experiment (17.7 min on 2 cores); prints a table
+demo: setup  ## every stage offline on the real 270M, as a DVC experiment (17 min on 2 cores); prints a table
 	$(PY) -m commands.demo $(DEMO_ARGS)
 
 convert: setup  ## the mobile artifact: models/litertlm/*.litertlm
