@@ -22,6 +22,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
     ([sys.executable, "bench/recipe_accuracy.py", "--child", "spec.json"], "python bench/recipe_accuracy.py"),
     (["bash", "-c", "source .venv/bin/activate && dvc exp run -S train.lr=2e-5"], "dvc"),
     (["bash", "-c", "make learning-curve STEPS=2"], "make"),
+    (["bash", "-c", "cd repo; python -m stages.train --params p.yaml"], "python -m stages.train"),  # any command of the line
 ])
 def test_pipeline_work_is_recognised(args, what):
     assert pipeline_work(args) == what

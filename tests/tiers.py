@@ -14,6 +14,7 @@ into `make test` unnoticed; tests/test_tiers.py shows the rule catching each kin
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +39,9 @@ def _command_words(args) -> list[str]:
 def pipeline_work(args) -> str | None:
     """What pipeline work a command line starts (e.g. "dvc", "make", "python -m stages.train"), or None."""
     words = _command_words(args)
-    if words and words[0] in ("bash", "sh") and "-c" in words:  # a shell line: look at the commands it runs
-        script = words[words.index("-c") + 1] if words.index("-c") + 1 < len(words) else ""
-        words = [w for part in script.replace("&&", ";").replace("|", ";").split(";") for w in part.split()[:1]]
-        return next((w for w in words if Path(w).name in PROGRAMS), None)
+    if words and Path(words[0]).name in ("bash", "sh") and "-c" in words[:-1]:  # a shell line: each command in it
+        parts = re.split(r"&&|\|\||[;|\n]", words[words.index("-c") + 1])
+        return next(filter(None, (pipeline_work(part.split()) for part in parts)), None)
     if not words:
         return None
     if Path(words[0]).name in PROGRAMS:
